@@ -1,0 +1,153 @@
+"""``python -m devhost``: Azurite + the app + blob events on a laptop, stopped by Ctrl-C.
+
+1. Loads ``local.settings.json`` (or the example) into the environment, as ``func start`` does.
+2. Starts the project's Azurite (blob 10000, queue 10001, data in ``.azurite/``) unless told not to.
+3. Creates the input and output containers.
+4. Serves the app on http://localhost:7071: through ``func start`` when Core Tools are on PATH,
+   otherwise through the local host in :mod:`devhost.host`.
+5. Runs the event pump that turns new input blobs into Event Grid notifications.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from devhost.azurite import ROOT, Azurite
+from devhost.events import EventPump, Subscription
+
+log = logging.getLogger("devhost")
+
+
+def load_local_settings(root: Path) -> Path | None:
+    """Copy ``Values`` from local.settings.json (else the example) into os.environ, never overriding."""
+    for name in ("local.settings.json", "local.settings.json.example"):
+        path = root / name
+        if path.exists():
+            values = json.loads(path.read_text()).get("Values", {})
+            for key, value in values.items():
+                os.environ.setdefault(key, str(value))
+            return path
+    return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=7071, help="HTTP port of the app (default 7071)")
+    parser.add_argument("--no-azurite", action="store_true",
+                        help="use the storage in ParquetStorage instead of starting Azurite")
+    parser.add_argument("--blob-port", type=int, default=10000)
+    parser.add_argument("--queue-port", type=int, default=10001)
+    parser.add_argument("--location", type=Path, default=ROOT / ".azurite", help="Azurite's data folder")
+    parser.add_argument("--func", choices=("auto", "never"), default="auto",
+                        help="use Core Tools' `func start` when on PATH (auto), or always the local host")
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new blobs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings_file = load_local_settings(ROOT)
+    log.info("settings from %s", settings_file.name if settings_file else "the environment only")
+    stack: list[tuple[str, object]] = []
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        if not args.no_azurite:
+            azurite = Azurite(args.location, args.blob_port, args.queue_port, log_file=args.location / "azurite.log")
+            azurite.start()
+            stack.append(("azurite", azurite))
+            for key in ("ParquetStorage", "AzureWebJobsStorage"):
+                os.environ[key] = azurite.connection_string
+            log.info("Azurite: blob %d, queue %d, data in %s", args.blob_port, args.queue_port, args.location)
+        serve(args, stack, stopping)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        for label, thing in reversed(stack):
+            log.info("stopping %s", label)
+            thing.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: threading.Event) -> None:
+    sys.path.insert(0, str(ROOT))
+    import function_app
+    from azure.storage.blob import BlobServiceClient
+
+    from devhost.host import LocalHost, discover
+    from shared.pipeline import ensure_containers
+    from shared.settings import STORAGE_CONNECTION, Settings
+
+    ensure_containers(Settings.from_env())
+    functions = discover(function_app.app)
+    blob_functions = functions[1]
+    func_binary = shutil.which("func") if args.func == "auto" else None
+    if func_binary:
+        base = f"http://localhost:{args.port}"
+        process = subprocess.Popen([func_binary, "start", "--port", str(args.port)], cwd=ROOT,
+                                   start_new_session=True)
+        stack.append(("func", _Process(process)))
+        _wait_for(base, process)
+    else:
+        host = LocalHost(functions, args.port)
+        host.start()
+        stack.append(("local host", host))
+        base = host.url
+    service = BlobServiceClient.from_connection_string(os.environ[STORAGE_CONNECTION])
+    subs = [Subscription(f.name, f.container,
+                         f"{base}/runtime/webhooks/blobs?functionName=Host.Functions.{f.name}")
+            for f in blob_functions]
+    pump = EventPump(service, subs, interval=args.poll)
+    pump.snapshot()
+    pump.start()
+    stack.append(("event pump", pump))
+    log.info("ready: %s/api (%s); upload to %s to trigger",
+             f"http://localhost:{args.port}", "func start" if func_binary else "local host",
+             ", ".join(sorted({s.container for s in subs})))
+    while not stopping.wait(1.0):
+        pass
+
+
+def _wait_for(base: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"func start exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/api/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"func start did not answer on {base} within {timeout:.0f} s")
+
+
+class _Process:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Azure Functions entry points (Python v2 model): bindings, request parsing, responses.
+
+All the work happens in ``shared``; each function here only turns its trigger
+into a pipeline call and the result (or error) into what the caller expects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
+
+from shared import pipeline
+from shared.errors import (
+    ConfigError,
+    CredentialError,
+    InputError,
+    NotFoundError,
+    NotParquetError,
+    RecompressError,
+    StorageError,
+)
+from shared.settings import STORAGE_CONNECTION, Settings, parse_columns, parse_level
+from shared.storage import PARQUET_CONTENT_TYPE, check_storage
+
+log = logging.getLogger("recompress")
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+# The trigger path is fixed when the host indexes the app, so the container is
+# read here; a bad name still fails clearly on the first run via Settings.
+INPUT_CONTAINER = os.environ.get("RECOMPRESS_INPUT_CONTAINER", "").strip() or "input"
+
+
+@app.function_name("recompress_blob")
+@app.blob_trigger(
+    arg_name="source",
+    path=f"{INPUT_CONTAINER}/{{name}}",
+    connection=STORAGE_CONNECTION,
+    source=func.BlobSource.EVENT_GRID,
+)
+def recompress_blob(source: blob.BlobClient) -> None:
+    """New input blob: write its recompressed twin to the output container.
+
+    A file that can never succeed is logged and dropped, not raised, so the
+    host does not retry it; storage trouble is raised so the host retries.
+    """
+    try:
+        pipeline.process_blob(source, Settings.from_env())
+    except InputError as exc:
+        log.error("skipped %s", exc)
+
+
+@app.function_name("recompress_http")
+@app.route(route="recompress", methods=["POST"])
+def recompress_http(req: func.HttpRequest) -> func.HttpResponse:
+    """The body is a Parquet file; the answer is its recompressed form."""
+    return _guarded(_recompress_body, req)
+
+
+def _recompress_body(req: func.HttpRequest) -> func.HttpResponse:
+    settings = Settings.from_env()
+    declared = req.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_body_size:
+        return _too_large(int(declared), settings.max_body_size)
+    body = req.get_body()
+    if len(body) > settings.max_body_size:
+        return _too_large(len(body), settings.max_body_size)
+    settings = settings.with_overrides(
+        zstd_level=_query(req, "level", parse_level), columns=_query(req, "columns", parse_columns),
+    )
+    output, report = pipeline.recompress_bytes(body, settings)
+    return func.HttpResponse(
+        body=output.to_pybytes(),
+        status_code=200,
+        mimetype=PARQUET_CONTENT_TYPE,
+        headers={
+            "X-Recompress-Rows": str(report.rows),
+            "X-Recompress-Bytes-In": str(report.bytes_in),
+            "X-Recompress-Bytes-Out": str(report.bytes_out),
+            "X-Recompress-Ratio": f"{report.ratio:.4f}",
+            "X-Recompress-Level": str(report.level),
+        },
+    )
+
+
+@app.function_name("process_blob")
+@app.route(route="process", methods=["POST"])
+def process_http(req: func.HttpRequest) -> func.HttpResponse:
+    """Process an existing input blob exactly as the trigger would; answer with the report."""
+    return _guarded(_process_named, req)
+
+
+def _process_named(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        payload = req.get_json()
+    except ValueError:
+        raise InputError("request body", 'must be JSON like {"blob": "<name in the input container>"}') from None
+    name = payload.get("blob") if isinstance(payload, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("request body", 'needs "blob": the name of a blob in the input container')
+    report = pipeline.process_named_blob(name, Settings.from_env())
+    return _json(200, report.as_dict())
+
+
+@app.function_name("health")
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """200 when storage answers, 503 with a short reason when it does not."""
+    try:
+        settings = Settings.from_env()
+        check_storage(settings)
+    except RecompressError as exc:
+        return _json(503, {"status": "unavailable", "reason": str(exc)})
+    return _json(200, {"status": "ok", "input": settings.input_container, "output": settings.output_container})
+
+
+# --------------------------------------------------------------------------- responses
+
+_STATUS: list[tuple[type[RecompressError], int]] = [
+    (NotFoundError, 404),
+    (NotParquetError, 422),
+    (InputError, 400),
+    (CredentialError, 503),
+    (ConfigError, 500),
+    (StorageError, 503),
+]
+
+
+def _guarded(handler: Callable[[func.HttpRequest], func.HttpResponse], req: func.HttpRequest) -> func.HttpResponse:
+    """Every failure becomes a JSON error body; nothing leaks a traceback to the caller."""
+    try:
+        return handler(req)
+    except RecompressError as exc:
+        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+        log.warning("%s %s -> %d: %s", req.method, req.url.split("?")[0], status, exc)
+        return _json(status, {"error": str(exc), "kind": type(exc).__name__})
+    except Exception:
+        log.exception("unexpected failure in %s", req.url.split("?")[0])
+        return _json(500, {"error": "internal error; see the function logs", "kind": "InternalError"})
+
+
+def _query(req: func.HttpRequest, key: str, parse: Callable[[str, str], Any]) -> Any:
+    raw = req.params.get(key)
+    if raw is None:
+        return None
+    try:
+        return parse(raw, f"query parameter {key!r}")
+    except ConfigError as exc:  # a bad query value is the caller's mistake, not the app's
+        raise InputError(exc.subject, exc.problem) from None
+
+
+def _too_large(size: int, limit: int) -> func.HttpResponse:
+    return _json(413, {"error": f"request body: {size} bytes is over the {limit}-byte limit "
+                                f"(RECOMPRESS_MAX_BODY_SIZE); upload the file to the input container instead",
+                       "kind": "PayloadTooLarge"})
+
+
+def _json(status: int, payload: dict[str, Any]) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")
+

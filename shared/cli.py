@@ -1,0 +1,197 @@
+"""Command line over the same pipeline: ``python -m shared recompress SRC DST``.
+
+SRC and DST are each a local path or a ``container/blob`` name in the
+configured storage. A path is local when it starts with ``/``, ``./``, ``../``
+or ``~``, when it exists (SRC), or when its first folder exists (DST);
+otherwise it names a blob. ``az://container/blob`` always names a blob.
+
+Bad input ends with exit status 2 and exactly one line on stderr; storage
+failures with status 1. No DST is left behind either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from shared import pipeline
+from shared.engine import Progress
+from shared.errors import InputError, NotFoundError, RecompressError, StorageError, VerificationError
+from shared.settings import Settings, parse_columns, parse_level
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+BLOB_SCHEME = "az://"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a file lives: a local path, or a container and blob name."""
+
+    text: str
+    container: str | None = None
+    blob: str | None = None
+
+    @property
+    def is_blob(self) -> bool:
+        return self.container is not None
+
+
+def parse_location(text: str, *, must_exist: bool) -> Location:
+    """Tell a local path from a ``container/blob`` name (see the module docstring)."""
+    if text.startswith(BLOB_SCHEME):
+        return _as_blob(text, text[len(BLOB_SCHEME):])
+    path = Path(text).expanduser()
+    if text.startswith(("/", "./", "../", "~", ".\\")) or "/" not in text.strip("/"):
+        return Location(str(path))
+    if path.exists() or (not must_exist and Path(text.split("/", 1)[0]).is_dir()):
+        return Location(str(path))
+    return _as_blob(text, text)
+
+
+def _as_blob(text: str, rest: str) -> Location:
+    container, _, blob = rest.partition("/")
+    if not container or not blob:
+        raise InputError(text, "names no blob; use container/blob")
+    return Location(text, container, blob)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared",
+        description="Rewrite Parquet files as verified, lossless zstd Parquet.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    rec = commands.add_parser(
+        "recompress",
+        help="recompress one file",
+        description="Recompress SRC into DST. Each is a local path or container/blob "
+                    "(az://container/blob forces storage). Storage comes from ParquetStorage "
+                    "and the RECOMPRESS_* settings, as in the app.",
+    )
+    rec.add_argument("src", metavar="SRC", help="input Parquet file: path or container/blob")
+    rec.add_argument("dst", metavar="DST", help="output file: path or container/blob")
+    rec.add_argument("--level", type=_level, help="zstd level 1-22 (default: RECOMPRESS_ZSTD_LEVEL or 3)")
+    rec.add_argument("--columns", type=_columns, help="comma-separated columns to keep (default: all)")
+    rec.add_argument("--row-group-size", type=int, metavar="ROWS", help="rows per output row group")
+    rec.add_argument("--json", action="store_true", help="print the report as JSON")
+    rec.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    return parser
+
+
+def _level(raw: str) -> int:
+    try:
+        return parse_level(raw, "--level")
+    except RecompressError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
+def _columns(raw: str) -> tuple[str, ...] | None:
+    try:
+        return parse_columns(raw, "--columns")
+    except RecompressError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env().with_overrides(
+            zstd_level=args.level, columns=args.columns, row_group_size=args.row_group_size,
+        )
+        src = parse_location(args.src, must_exist=True)
+        dst = parse_location(args.dst, must_exist=False)
+        report = recompress(src, dst, settings, show_progress=not args.no_progress and sys.stderr.isatty())
+    except (RecompressError, OSError) as exc:
+        print(f"error: {_one_line(exc, args.src)}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        print("interrupted; no output written", file=sys.stderr)
+        return 130
+    print(json.dumps(report.as_dict()) if args.json else report.line())
+    return 0
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 when the user must change the command or its input, 1 when storage or the app failed."""
+    if isinstance(exc, NotFoundError):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, StorageError | VerificationError):
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT
+
+
+def _one_line(exc: BaseException, src: str) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.filename or src}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def recompress(src: Location, dst: Location, settings: Settings, *, show_progress: bool = False) -> pipeline.Report:
+    """Run the pipeline between any pair of locations."""
+    with _progress_bar(show_progress) as progress:
+        if src.is_blob:
+            return _from_blob(src, dst, settings, progress)
+        return _from_file(Path(src.text), dst, settings, progress)
+
+
+def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progress | None) -> pipeline.Report:
+    from shared.storage import open_blob, service_client
+
+    service = service_client(settings)
+    source = service.get_blob_client(src.container or "", src.blob or "")
+    if dst.is_blob:
+        return pipeline.blob_to_blob(source, service.get_blob_client(dst.container or "", dst.blob or ""),
+                                     settings, progress)
+    opened = open_blob(source, settings)
+    return pipeline.run(opened.file, src.text, opened.size, opened.etag, _local_sink(dst), settings,
+                        dst.text, progress)
+
+
+def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress | None) -> pipeline.Report:
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory, expected a Parquet file", str(path))
+    source = pa.memory_map(str(path))  # raises FileNotFoundError naming the path
+    size = source.size()
+    if dst.is_blob:
+        from shared.storage import BlockBlobSink, service_client
+
+        target = service_client(settings).get_blob_client(dst.container or "", dst.blob or "")
+        sink: pipeline.Sink = BlockBlobSink(target, settings)
+    else:
+        sink = _local_sink(dst)
+    return pipeline.run(source, str(path), size, None, sink, settings, dst.text, progress)
+
+
+def _local_sink(dst: Location) -> pipeline.LocalFileSink:
+    return pipeline.LocalFileSink(Path(dst.text))
+
+
+class _progress_bar:
+    """A tqdm bar over rows when a person is watching, nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar: object | None = None
+
+    def __enter__(self) -> Progress | None:
+        if not self._enabled:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" rows", unit_scale=True, file=sys.stderr, leave=False)
+        self._bar = bar
+        return lambda rows: bar.update(rows)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()  # type: ignore[attr-defined]
+

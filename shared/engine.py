@@ -1,0 +1,247 @@
+"""The recompression engine: Parquet in, zstd Parquet out, Arrow all the way.
+
+It knows nothing of storage. It reads from anything ``pyarrow.parquet`` can
+open (a buffer, a local file, a seekable Python file that fetches ranges) and
+writes into any writable stream; publishing the result is the caller's job,
+and only after :func:`recompress` returned, since it raises before anything
+could be published when the written file does not match what was read.
+
+Memory stays bounded by row groups: one row group is decoded while the
+previous one is encoded, and output row groups are coalesced up to the
+configured row count, never the whole file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.errors import InputError, NotParquetError, OptionError, VerificationError
+from shared.transform import BatchTransform
+
+CODEC = "zstd"
+ARROW_SCHEMA_KEY = b"ARROW:schema"
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How one file is rewritten."""
+
+    level: int
+    row_group_size: int = 1024 * 1024
+    columns: tuple[str, ...] | None = None
+    transform: BatchTransform | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the engine read and wrote, checked against each other."""
+
+    rows_read: int
+    rows_written: int
+    row_groups_written: int
+    schema: pa.Schema
+
+
+def recompress(
+    source: Any,
+    sink: Any,
+    options: Options,
+    *,
+    name: str = "input",
+    progress: Progress | None = None,
+) -> Outcome:
+    """Rewrite the Parquet file ``source`` into ``sink`` with zstd, losslessly.
+
+    ``name`` only labels errors. ``progress`` is told how many rows each input
+    row group held, as it is consumed.
+    """
+    parquet = open_parquet(source, name)
+    columns = _select_columns(parquet.schema_arrow, options.columns, name)
+    schema = _output_schema(parquet.schema_arrow, columns)
+    keep_arrow_schema = ARROW_SCHEMA_KEY in (parquet.metadata.metadata or {})
+    writer: _CoalescingWriter | None = None
+    rows_read = 0
+    try:
+        for table in _row_groups(parquet, columns, name):
+            rows_read += table.num_rows
+            if progress is not None:
+                progress(table.num_rows)
+            for piece in _transformed(table, options.transform, name):
+                if writer is None:
+                    writer = _CoalescingWriter(sink, piece.schema, options, keep_arrow_schema, name)
+                writer.add(piece)
+        if writer is None:
+            writer = _CoalescingWriter(sink, _empty_schema(schema, options.transform, name), options,
+                                       keep_arrow_schema, name)
+        metadata = writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    outcome = Outcome(rows_read, writer.rows_written, metadata.num_row_groups, writer.schema)
+    verify(outcome, metadata, expect_rows=rows_read if options.transform is None else None, name=name)
+    return outcome
+
+
+def open_parquet(source: Any, name: str) -> pq.ParquetFile:
+    """Open the footer; any failure to do so means the bytes are not usable Parquet."""
+    try:
+        return pq.ParquetFile(source, pre_buffer=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise NotParquetError(name, f"not a readable Parquet file ({describe(exc)})") from None
+
+
+def verify(outcome: Outcome, metadata: pq.FileMetaData, *, expect_rows: int | None, name: str) -> None:
+    """Refuse to let a file be published unless its footer says what we wrote."""
+    if expect_rows is not None and outcome.rows_written != expect_rows:
+        raise VerificationError(name, f"wrote {outcome.rows_written} rows but read {expect_rows}")
+    if metadata.num_rows != outcome.rows_written:
+        raise VerificationError(name, f"output footer holds {metadata.num_rows} rows, expected {outcome.rows_written}")
+    if metadata.num_columns != _leaf_count(outcome.schema):
+        raise VerificationError(name, f"output footer holds {metadata.num_columns} columns, expected "
+                                      f"{_leaf_count(outcome.schema)}")
+
+
+def describe(exc: BaseException) -> str:
+    """The first line of an Arrow error, short enough for a one-line message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _select_columns(schema: pa.Schema, wanted: tuple[str, ...] | None, name: str) -> list[str] | None:
+    if wanted is None:
+        return None
+    missing = [c for c in wanted if schema.get_field_index(c) < 0]
+    if missing:
+        have = ", ".join(schema.names[:20]) + (", ..." if len(schema.names) > 20 else "")
+        raise OptionError(name, f"has no column {', '.join(map(repr, missing))} (it has: {have})")
+    return list(wanted)
+
+
+def _output_schema(schema: pa.Schema, columns: list[str] | None) -> pa.Schema:
+    if columns is None:
+        return schema
+    return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
+
+
+def _row_groups(parquet: pq.ParquetFile, columns: list[str] | None, name: str) -> Iterator[pa.Table]:
+    """Yield row groups in order, decoding the next one while the caller encodes this one.
+
+    Decoding and encoding both release the GIL, so a single helper thread is
+    enough to overlap them; holding one future bounds memory to two row groups.
+    """
+    count = parquet.metadata.num_row_groups
+    if count == 0:
+        return
+
+    def read(index: int) -> pa.Table:
+        try:
+            return parquet.read_row_group(index, columns=columns, use_threads=True)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise NotParquetError(name, f"row group {index} is unreadable ({describe(exc)})") from None
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        pending: Future[pa.Table] = pool.submit(read, 0)
+        for index in range(1, count + 1):
+            table = pending.result()
+            if index < count:
+                pending = pool.submit(read, index)
+            yield table
+
+
+def _transformed(table: pa.Table, transform: BatchTransform | None, name: str) -> Iterator[pa.Table]:
+    if transform is None:
+        yield table
+        return
+    for batch in table.to_batches():
+        yield _apply(transform, batch, name)
+
+
+def _apply(transform: BatchTransform, batch: pa.RecordBatch, name: str) -> pa.Table:
+    try:
+        result = transform(batch)
+    except Exception as exc:
+        raise InputError(name, f"transform failed: {type(exc).__name__}: {describe(exc)}") from None
+    return pa.Table.from_batches([result]) if isinstance(result, pa.RecordBatch) else result
+
+
+def _empty_schema(schema: pa.Schema, transform: BatchTransform | None, name: str) -> pa.Schema:
+    """The output schema of a file with no rows: ask the transform, if any, with an empty batch."""
+    if transform is None:
+        return schema
+    return _apply(transform, pa.RecordBatch.from_pylist([], schema=schema), name).schema
+
+
+def _leaf_count(schema: pa.Schema) -> int:
+    def leaves(type_: pa.DataType) -> int:
+        if type_.num_fields == 0:
+            return 1
+        return sum(leaves(type_.field(i).type) for i in range(type_.num_fields))
+
+    return sum(leaves(f.type) for f in schema)
+
+
+class _CoalescingWriter:
+    """A ParquetWriter that gathers small inputs into full row groups.
+
+    ``ParquetWriter.write_table`` ends a row group on every call, so writing
+    each small input piece as it comes would keep a file's tiny row groups
+    (and their poor compression); pieces are held until a full group is ready.
+    """
+
+    def __init__(self, sink: Any, schema: pa.Schema, options: Options, keep_arrow_schema: bool, name: str) -> None:
+        self.schema = schema
+        self.rows_written = 0
+        self._name = name
+        self._limit = options.row_group_size
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._writer = pq.ParquetWriter(
+            sink,
+            schema,
+            compression=CODEC,
+            compression_level=options.level,
+            store_schema=keep_arrow_schema,
+            write_statistics=True,
+        )
+
+    def add(self, table: pa.Table) -> None:
+        if table.schema != self.schema:
+            if not table.schema.equals(self.schema, check_metadata=False):
+                raise InputError(self._name, f"transform changed the schema between batches: {table.schema}")
+            table = table.replace_schema_metadata(self.schema.metadata)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self._limit:
+            self._flush(self._limit)
+
+    def close(self) -> pq.FileMetaData:
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        self._writer.close()
+        metadata = self._writer.writer.metadata
+        assert metadata is not None
+        return metadata
+
+    def abandon(self) -> None:
+        """Close without caring about the result: the caller throws the output away."""
+        try:
+            self._writer.close()
+        except Exception:  # noqa: S110 - the original error is the one worth raising
+            pass
+
+    def _flush(self, rows: int) -> None:
+        combined = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        head, rest = combined.slice(0, rows), combined.slice(rows)
+        self._writer.write_table(head, row_group_size=rows)
+        self.rows_written += head.num_rows
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows

@@ -1,0 +1,365 @@
+"""Azure Blob Storage: clients, credentials, a ranged reader and an atomic block writer.
+
+Reading: a small blob comes down in one parallel download into memory; a large
+one is read through :class:`RangedBlobFile`, a seekable file object that
+fetches only the byte ranges Parquet asks for (footer, then row groups), so
+memory does not grow with the file. Every request pins the ETag seen first, so
+a blob overwritten mid-read fails loudly instead of mixing two versions.
+
+Writing: :class:`BlockBlobSink` stages blocks as the encoder fills them and
+commits the block list only once the file is complete and verified; until
+then no blob exists under the output name, so nobody can see a partial file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pyarrow as pa
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
+
+from shared.errors import ConfigError, CredentialError, NotFoundError, StorageError
+from shared.settings import STORAGE_CONNECTION, Settings
+
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SECRETS = re.compile(r"(?i)(sig|accountkey|sharedaccesssignature|se|sp|sv|skoid|sktid|skv|sr)=([^&;\s\"']+)")
+
+for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "azure.storage"):
+    # Their INFO lines repeat every request and header; errors reach us as exceptions anyway.
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+
+def redact(text: str) -> str:
+    """Mask SAS signatures and account keys that an SDK message might quote."""
+    return _SECRETS.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def client_options(*, quick: bool = False) -> dict[str, Any]:
+    """Retry and timeouts for every client: azure-core retries throttling, 5xx and resets.
+
+    ``quick`` is for probes such as the health check, which must answer fast
+    rather than wait out a long outage.
+    """
+    if quick:
+        return {"retry_total": 0, "connection_timeout": 3, "read_timeout": 5}
+    return {
+        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=5, random_jitter_range=1),
+        "connection_timeout": 10,
+        "read_timeout": 120,
+    }
+
+
+def check_storage(settings: Settings) -> None:
+    """Raise unless storage answers and the input container exists."""
+    service = service_client(settings, quick=True)
+    container = service.get_container_client(settings.input_container)
+    call(f"container {settings.input_container!r}", settings.env, container.get_container_properties)
+
+
+def service_client(settings: Settings, *, quick: bool = False) -> BlobServiceClient:
+    """Build a client from the connection settings, the way the Functions host resolves them.
+
+    ``ParquetStorage`` holds a connection string, or ``ParquetStorage__serviceUri``
+    (or ``__blobServiceUri``) names the account and azure-identity signs in,
+    with a managed identity when ``__credential=managedidentity``.
+    """
+    env = settings.env
+    name = STORAGE_CONNECTION
+    connection_string = env.get(name, "").strip()
+    if connection_string:
+        try:
+            return BlobServiceClient.from_connection_string(connection_string, **client_options(quick=quick))
+        except ValueError:
+            raise ConfigError(name, "is not a valid storage connection string") from None
+    uri = (env.get(f"{name}__serviceUri") or env.get(f"{name}__blobServiceUri") or "").strip()
+    if not uri:
+        raise ConfigError(
+            name,
+            "no storage connection is set: set it to a connection string "
+            "(UseDevelopmentStorage=true for Azurite), or set "
+            f"{name}__serviceUri=https://<account>.blob.core.windows.net to sign in with an identity",
+        )
+    return BlobServiceClient(uri, credential=credential(env), **client_options(quick=quick))
+
+
+def credential(env: Mapping[str, str]) -> Any:
+    """The azure-identity credential the identity-based settings ask for."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    prefix = STORAGE_CONNECTION
+    client_id = env.get(f"{prefix}__clientId") or None
+    if env.get(f"{prefix}__credential", "").strip().lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=client_id)
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+def how_signed_in(env: Mapping[str, str]) -> str:
+    """Describe the credential settings in force, for error messages (never their values)."""
+    prefix = STORAGE_CONNECTION
+    if env.get(prefix):
+        return f"the connection string in {prefix}"
+    if env.get(f"{prefix}__credential", "").strip().lower() == "managedidentity":
+        extra = f" with {prefix}__clientId" if env.get(f"{prefix}__clientId") else ""
+        return f"managed identity ({prefix}__credential=managedidentity{extra})"
+    return f"DefaultAzureCredential ({prefix}__serviceUri without {prefix}__credential)"
+
+
+@contextmanager
+def storage_errors(subject: str, env: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn Azure SDK exceptions into the app's one-line errors."""
+    try:
+        yield
+    except ResourceNotFoundError:
+        raise NotFoundError(subject, "does not exist") from None
+    except ClientAuthenticationError as exc:
+        raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, env or {})) from None
+    except HttpResponseError as exc:
+        code = exc.error_code or getattr(exc, "reason", "") or "error"
+        raise StorageError(subject, f"storage answered {exc.status_code} {code}") from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise StorageError(subject, f"storage is unreachable ({redact(_first_line(exc))})") from None
+    except AzureError as exc:
+        raise StorageError(subject, redact(_first_line(exc))) from None
+
+
+def _auth_hint(exc: ClientAuthenticationError, env: Mapping[str, str]) -> str:
+    text = _first_line(exc)
+    if "IMDS" in text or "ManagedIdentityCredential" in text or "managed identity" in text.lower():
+        reason = "no managed identity is reachable (normal off Azure)"
+    elif getattr(exc, "status_code", None) == 403:
+        reason = "storage refused the credential (403)"
+    else:
+        reason = "no credential could sign in"
+    return (
+        f"could not authenticate with {how_signed_in(env)}: {reason}; "
+        f"for local runs set {STORAGE_CONNECTION} to a connection string (UseDevelopmentStorage=true), "
+        "on Azure grant the app's identity 'Storage Blob Data Owner' on the account"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def call(subject: str, env: Mapping[str, str], action: Callable[[], T]) -> T:
+    """Run one storage call under :func:`storage_errors`."""
+    with storage_errors(subject, env):
+        return action()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class BlobSource:
+    """An opened input blob: something Parquet can read, plus what identifies its version."""
+
+    name: str
+    size: int
+    etag: str
+    file: Any
+    ranged: bool
+
+
+def open_blob(client: BlobClient, settings: Settings) -> BlobSource:
+    """Pick the read path by size: whole download below the threshold, ranges above."""
+    subject = f"{client.container_name}/{client.blob_name}"
+    props = call(subject, settings.env, client.get_blob_properties)
+    size, etag = int(props.size), str(props.etag)
+    if size > settings.ranged_read_threshold:
+        file: Any = pa.PythonFile(RangedBlobFile(client, size, etag, settings), mode="r")
+        return BlobSource(client.blob_name, size, etag, file, ranged=True)
+    buffer = io.BytesIO()
+    if size:
+        call(subject, settings.env, lambda: client.download_blob(
+            etag=etag, match_condition=MatchConditions.IfNotModified,
+            max_concurrency=settings.download_concurrency,
+        ).readinto(buffer))
+    return BlobSource(client.blob_name, size, etag, pa.BufferReader(pa.py_buffer(buffer.getbuffer())), ranged=False)
+
+
+class RangedBlobFile(io.RawIOBase):
+    """A read-only, seekable view of one blob version that downloads only what is read.
+
+    Parquet reads the footer from the end, then each row group's column chunks
+    (coalesced by ``pre_buffer``), so a file is fetched in a few large ranges
+    and never held whole. Not thread-safe by itself; pyarrow's PythonFile
+    serialises access to it.
+    """
+
+    def __init__(self, client: BlobClient, size: int, etag: str, settings: Settings) -> None:
+        super().__init__()
+        self._client = client
+        self._size = size
+        self._etag = etag
+        self._env = settings.env
+        self._concurrency = settings.download_concurrency
+        self._pos = 0
+        self.requests = 0
+        self.bytes_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def size(self) -> int:
+        return self._size
+
+    def read(self, size: int = -1) -> bytes:
+        length = self._size - self._pos if size is None or size < 0 else min(size, self._size - self._pos)
+        if length <= 0:
+            return b""
+        data = self._fetch(self._pos, length)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        self.requests += 1
+        self.bytes_fetched += length
+        subject = f"{self._client.container_name}/{self._client.blob_name}"
+        # Parallel chunks only pay off for big ranges; small ones (footers) go in one request.
+        concurrency = self._concurrency if length > 8 * 1024**2 else 1
+        return call(subject, self._env, lambda: self._client.download_blob(
+            offset=offset, length=length, etag=self._etag,
+            match_condition=MatchConditions.IfNotModified, max_concurrency=concurrency,
+        ).readall())
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class BlockBlobSink(io.RawIOBase):
+    """A write-only stream that becomes a block blob only on :meth:`commit`.
+
+    The encoder writes into a ``pa.BufferOutputStream``; each time it passes
+    the block size its bytes are staged (in the background, a bounded number
+    at a time, so encoding and uploading overlap) and a fresh buffer begins.
+    A file smaller than one block is uploaded in a single request instead.
+    """
+
+    def __init__(self, client: BlobClient, settings: Settings) -> None:
+        super().__init__()
+        self._client = client
+        self._env = settings.env
+        self._block_size = settings.block_size
+        self._buffer = pa.BufferOutputStream()
+        self._written = 0
+        self._prefix = uuid.uuid4().hex
+        self._blocks: list[BlobBlock] = []
+        self._inflight: list[Future[None]] = []
+        self._slots = threading.BoundedSemaphore(settings.upload_concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=settings.upload_concurrency, thread_name_prefix="stage")
+        self.subject = f"{client.container_name}/{client.blob_name}"
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._written
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._buffer.write(view)
+        self._written += view.nbytes
+        if self._buffer.tell() >= self._block_size:
+            self._stage(self._buffer.getvalue())
+            self._buffer = pa.BufferOutputStream()
+        return view.nbytes
+
+    def commit(self, metadata: dict[str, str]) -> None:
+        """Publish the blob atomically: one upload, or the staged blocks' list."""
+        tail = self._buffer.getvalue()
+        settings = ContentSettings(content_type=PARQUET_CONTENT_TYPE)
+        if not self._blocks:
+            call(self.subject, self._env, lambda: self._client.upload_blob(
+                tail.to_pybytes(), overwrite=True, metadata=metadata, content_settings=settings,
+            ))
+        else:
+            if tail.size:
+                self._stage(tail)
+            self._drain()
+            call(self.subject, self._env, lambda: self._client.commit_block_list(
+                self._blocks, metadata=metadata, content_settings=settings,
+            ))
+        self._pool.shutdown()
+
+    def abort(self) -> None:
+        """Forget everything staged; uncommitted blocks never become a blob and expire."""
+        for future in self._inflight:
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._buffer = pa.BufferOutputStream()
+
+    def _stage(self, block: pa.Buffer) -> None:
+        block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):06d}".encode()).decode()
+        self._blocks.append(BlobBlock(block_id=block_id))
+        self._slots.acquire()  # bound memory: at most upload_concurrency blocks in flight
+        self._inflight = [f for f in self._inflight if not f.done() or f.exception()]
+        self._raise_failed()
+        self._inflight.append(self._pool.submit(self._upload_block, block_id, block))
+
+    def _upload_block(self, block_id: str, block: pa.Buffer) -> None:
+        try:
+            # One copy of one block: the SDK takes bytes, not Arrow buffers.
+            data = block.to_pybytes()
+            call(self.subject, self._env, lambda: self._client.stage_block(block_id, data, length=len(data)))
+        finally:
+            self._slots.release()
+
+    def _raise_failed(self) -> None:
+        for future in self._inflight:
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+
+    def _drain(self) -> None:
+        for future in self._inflight:
+            future.result()
+        self._inflight = []
