@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: threading.Event) -> None:
     sys.path.insert(0, str(ROOT))
-    import function_app
     from azure.storage.blob import BlobServiceClient
 
+    import function_app
     from devhost.host import LocalHost, discover
     from shared.pipeline import ensure_containers
     from shared.settings import STORAGE_CONNECTION, Settings

@@ -35,7 +35,9 @@ class Subscription:
     webhook: str
 
 
-def blob_created_event(client: ContainerClient, name: str, etag: str, size: int, content_type: str) -> dict[str, object]:
+def blob_created_event(
+    client: ContainerClient, name: str, etag: str, size: int, content_type: str
+) -> dict[str, object]:
     """The Event Grid (schema 1.0) notification a storage account sends after a Put Blob."""
     blob = client.get_blob_client(name)
     return {

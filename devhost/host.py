@@ -68,11 +68,14 @@ def discover(app: func.FunctionApp) -> tuple[list[HttpFunction], list[BlobFuncti
     http: list[HttpFunction] = []
     blobs: list[BlobFunction] = []
     for function in app.get_functions():
-        trigger = function.get_trigger().get_dict_repr()
-        name = function.get_function_name()
+        declared = function.get_trigger()
+        if declared is None:
+            continue
+        trigger: dict[str, Any] = declared.get_dict_repr()
+        name = str(function.get_function_name())
         call = function.get_user_function()
         if trigger["type"] == "httpTrigger":
-            route = trigger.get("route") or name
+            route = str(trigger.get("route") or name)
             methods = tuple(str(getattr(m, "value", m)).upper() for m in trigger.get("methods") or ["GET", "POST"])
             http.append(HttpFunction(name, route, methods, _route_regex(route), call, trigger["name"]))
         elif trigger["type"] == "blobTrigger":

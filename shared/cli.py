@@ -189,7 +189,11 @@ class _progress_bar:
 
         bar = tqdm(unit=" rows", unit_scale=True, file=sys.stderr, leave=False)
         self._bar = bar
-        return lambda rows: bar.update(rows)
+
+        def advance(rows: int) -> None:
+            bar.update(rows)
+
+        return advance
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

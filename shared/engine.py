@@ -13,6 +13,7 @@ configured row count, never the whole file.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -233,10 +234,8 @@ class _CoalescingWriter:
 
     def abandon(self) -> None:
         """Close without caring about the result: the caller throws the output away."""
-        try:
+        with contextlib.suppress(Exception):  # the original error is the one worth raising
             self._writer.close()
-        except Exception:  # noqa: S110 - the original error is the one worth raising
-            pass
 
     def _flush(self, rows: int) -> None:
         combined = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]

@@ -48,9 +48,11 @@ T = TypeVar("T")
 
 _SECRETS = re.compile(r"(?i)(sig|accountkey|sharedaccesssignature|se|sp|sv|skoid|sktid|skv|sr)=([^&;\s\"']+)")
 
-for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "azure.storage"):
+for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.storage"):
     # Their INFO lines repeat every request and header; errors reach us as exceptions anyway.
     logging.getLogger(_noisy).setLevel(logging.WARNING)
+# azure-identity warns once per credential tried, in several lines each; ExplainedCredential says it in one.
+logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
 def redact(text: str) -> str:
@@ -106,18 +108,49 @@ def service_client(settings: Settings, *, quick: bool = False) -> BlobServiceCli
             "(UseDevelopmentStorage=true for Azurite), or set "
             f"{name}__serviceUri=https://<account>.blob.core.windows.net to sign in with an identity",
         )
+    if not uri.lower().startswith("https://"):
+        raise ConfigError(f"{name}__serviceUri", "must be an https:// URL: identities only sign in over HTTPS")
     return BlobServiceClient(uri, credential=credential(env), **client_options(quick=quick))
 
 
-def credential(env: Mapping[str, str]) -> Any:
+def credential(env: Mapping[str, str]) -> ExplainedCredential:
     """The azure-identity credential the identity-based settings ask for."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
     prefix = STORAGE_CONNECTION
     client_id = env.get(f"{prefix}__clientId") or None
     if env.get(f"{prefix}__credential", "").strip().lower() == "managedidentity":
-        return ManagedIdentityCredential(client_id=client_id)
-    return DefaultAzureCredential(managed_identity_client_id=client_id)
+        return ExplainedCredential(ManagedIdentityCredential(client_id=client_id), env)
+    return ExplainedCredential(DefaultAzureCredential(managed_identity_client_id=client_id), env)
+
+
+class ExplainedCredential:
+    """Delegates to azure-identity, and turns a failure to get a token into one line that says what to set.
+
+    Left alone, a missing identity surfaces as a multi-line chain of
+    "ManagedIdentityCredential authentication unavailable, no response from
+    the IMDS endpoint" and is retried as if storage were down. Raising our
+    own error stops the retries at once: no retry would conjure an identity.
+    """
+
+    def __init__(self, inner: Any, env: Mapping[str, str]) -> None:
+        self._inner = inner
+        self._env = env
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self._guard(lambda: self._inner.get_token(*scopes, **kwargs))
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        return self._guard(lambda: self._inner.get_token_info(*scopes, options=options))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def _guard(self, fetch: Callable[[], T]) -> T:
+        try:
+            return fetch()
+        except AzureError as exc:
+            raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, self._env)) from None
 
 
 def how_signed_in(env: Mapping[str, str]) -> str:
@@ -141,7 +174,7 @@ def storage_errors(subject: str, env: Mapping[str, str] | None = None) -> Iterat
     except ClientAuthenticationError as exc:
         raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, env or {})) from None
     except HttpResponseError as exc:
-        code = exc.error_code or getattr(exc, "reason", "") or "error"
+        code = getattr(exc, "error_code", None) or exc.reason or "error"
         raise StorageError(subject, f"storage answered {exc.status_code} {code}") from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise StorageError(subject, f"storage is unreachable ({redact(_first_line(exc))})") from None
@@ -149,9 +182,9 @@ def storage_errors(subject: str, env: Mapping[str, str] | None = None) -> Iterat
         raise StorageError(subject, redact(_first_line(exc))) from None
 
 
-def _auth_hint(exc: ClientAuthenticationError, env: Mapping[str, str]) -> str:
+def _auth_hint(exc: AzureError, env: Mapping[str, str]) -> str:
     text = _first_line(exc)
-    if "IMDS" in text or "ManagedIdentityCredential" in text or "managed identity" in text.lower():
+    if isinstance(exc, ServiceRequestError) or "IMDS" in text or "managed identity" in text.lower():
         reason = "no managed identity is reachable (normal off Azure)"
     elif getattr(exc, "status_code", None) == 403:
         reason = "storage refused the credential (403)"

@@ -1,0 +1,292 @@
+"""Every trigger end to end, through the same local host that `make run` starts.
+
+The host runs as its own process (``python -m devhost --no-azurite``) against
+the session's Azurite; tests upload blobs and send real HTTP requests to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+import function_app
+from devhost.azurite import Azurite, free_port
+from shared.settings import STORAGE_CONNECTION
+from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY_LIMIT = 2 * 1024 * 1024
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+    """Poll until ``check`` returns something, or fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result is not None:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class RunningHost:
+    url: str
+    log: Path
+    input: ContainerClient
+    output: ContainerClient
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Response:
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+        except urllib.error.HTTPError as err:
+            return Response(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+
+    def output_blob(self, name: str) -> bytes | None:
+        try:
+            return bytes(self.output.get_blob_client(name).download_blob().readall())
+        except ResourceNotFoundError:
+            return None
+
+    def log_line(self, needle: str) -> str | None:
+        return next((line for line in self.log.read_text().splitlines() if needle in line), None)
+
+
+@pytest.fixture(scope="module")
+def host(
+    azurite: Azurite, service: BlobServiceClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHost]:
+    """The local host of `make run`, on a free port, with its own containers."""
+    suffix = uuid.uuid4().hex[:10]
+    env = {
+        **os.environ,
+        STORAGE_CONNECTION: azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "RECOMPRESS_INPUT_CONTAINER": f"e2e-in-{suffix}",
+        "RECOMPRESS_OUTPUT_CONTAINER": f"e2e-out-{suffix}",
+        "RECOMPRESS_MAX_BODY_SIZE": str(BODY_LIMIT),
+    }
+    port = free_port()
+    log = tmp_path_factory.mktemp("devhost") / "devhost.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--no-azurite", "--func", "never", "--port", str(port), "--poll", "0.1"],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )
+    running = RunningHost(f"http://127.0.0.1:{port}", log,
+                          service.get_container_client(env["RECOMPRESS_INPUT_CONTAINER"]),
+                          service.get_container_client(env["RECOMPRESS_OUTPUT_CONTAINER"]))
+    try:
+        wait_for(lambda: process.poll() or running.log_line("ready:"), "the local host to be ready", timeout=60)
+        assert process.poll() is None, log.read_text()
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- blob trigger
+
+
+def test_upload_to_input_produces_an_equal_zstd_output(host: RunningHost) -> None:
+    data = parquet_bytes(sample_table(5000), compression="gzip")
+    host.input.get_blob_client("landing/day=1/part-0.parquet").upload_blob(data)
+
+    output = wait_for(lambda: host.output_blob("landing/day=1/part-0.parquet"), "the output blob")
+
+    assert_same_data(data, output)
+    assert codec_of(output) == {"ZSTD"}
+
+
+def test_each_processed_file_logs_one_line_with_its_numbers(host: RunningHost) -> None:
+    data = parquet_bytes(sample_table(777))
+    host.input.get_blob_client("logged.parquet").upload_blob(data)
+
+    line = wait_for(lambda: host.log_line("logged.parquet: 777 rows"), "the report line")
+
+    assert f"{len(data)} B ->" in line
+    assert "ratio" in line
+    assert " ms" in line
+
+
+def test_reupload_of_a_new_version_is_processed_again(host: RunningHost) -> None:
+    blob = host.input.get_blob_client("again.parquet")
+    blob.upload_blob(parquet_bytes(sample_table(10)))
+    wait_for(lambda: host.output_blob("again.parquet"), "the first output")
+
+    newer = parquet_bytes(sample_table(20))
+    blob.upload_blob(newer, overwrite=True)
+
+    def second_version() -> bytes | None:
+        out = host.output_blob("again.parquet")
+        return out if out is not None and _rows(out) == 20 else None
+
+    assert_same_data(newer, wait_for(second_version, "the output of the new version"))
+
+
+def test_a_file_that_is_not_parquet_yields_no_output_and_a_clear_log_line(host: RunningHost) -> None:
+    host.input.get_blob_client("broken.parquet").upload_blob(b"id,name\n1,a\n")
+
+    line = wait_for(lambda: host.log_line("broken.parquet: not a readable Parquet file"), "the error line")
+
+    assert "Traceback" not in host.log.read_text()
+    assert "skipped" in line
+    assert host.output_blob("broken.parquet") is None
+
+
+# --------------------------------------------------------------------------- HTTP routes
+
+
+def test_recompress_route_returns_the_recompressed_file_with_its_numbers(host: RunningHost) -> None:
+    data = parquet_bytes(sample_table(3000))
+
+    response = host.request("POST", "/api/recompress?level=7", data)
+
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/vnd.apache.parquet"
+    assert response.headers["x-recompress-rows"] == "3000"
+    assert response.headers["x-recompress-bytes-in"] == str(len(data))
+    assert response.headers["x-recompress-bytes-out"] == str(len(response.body))
+    assert response.headers["x-recompress-level"] == "7"
+    assert_same_data(data, response.body)
+    assert codec_of(response.body) == {"ZSTD"}
+
+
+def test_recompress_route_keeps_only_the_asked_columns(host: RunningHost) -> None:
+    response = host.request("POST", "/api/recompress?columns=name,id", parquet_bytes(sample_table(10)))
+
+    assert response.status == 200
+    assert _column_names(response.body) == ["name", "id"]
+
+
+def test_recompress_route_refuses_a_body_over_the_limit_with_413(host: RunningHost) -> None:
+    response = host.request("POST", "/api/recompress", b"\0" * (BODY_LIMIT + 1))
+
+    assert response.status == 413
+    assert "over the" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "status", "message"),
+    [
+        ("", b"definitely not parquet", 422, "not a readable Parquet file"),
+        ("", b"", 422, "not a readable Parquet file"),
+        ("?level=0", None, 400, "level"),
+        ("?level=high", None, 400, "level"),
+        ("?columns=nope", None, 400, "has no column 'nope'"),
+    ],
+    ids=["garbage", "empty", "level-zero", "level-word", "unknown-column"],
+)
+def test_recompress_route_answers_bad_requests_with_a_json_error(
+    host: RunningHost, query: str, body: bytes | None, status: int, message: str
+) -> None:
+    response = host.request("POST", "/api/recompress" + query, parquet_bytes(sample_table(5)) if body is None else body)
+
+    assert response.status == status
+    assert response.headers["content-type"].startswith("application/json")
+    assert message in response.json()["error"]
+    assert "Traceback" not in response.body.decode()
+
+
+def test_process_route_processes_an_existing_blob_and_reports(host: RunningHost) -> None:
+    data = parquet_bytes(sample_table(1234))
+    host.input.get_blob_client("on-demand/x.parquet").upload_blob(data)
+
+    response = host.request("POST", "/api/process", json.dumps({"blob": "on-demand/x.parquet"}).encode(),
+                            {"Content-Type": "application/json"})
+
+    assert response.status == 200, response.body
+    report = response.json()
+    assert report["rows"] == 1234
+    assert report["bytes_in"] == len(data)
+    assert report["output"] == f"{host.output.container_name}/on-demand/x.parquet"
+    assert 0 < report["ratio"] == pytest.approx(report["bytes_out"] / report["bytes_in"], abs=1e-3)
+    assert isinstance(report["ms"], int)
+    assert_same_data(data, wait_for(lambda: host.output_blob("on-demand/x.parquet"), "the output"))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"blob": "missing.parquet"}', 404, "missing.parquet: does not exist"),
+        (b"not json", 400, "must be JSON"),
+        (b'{"name": "x"}', 400, '"blob"'),
+        (b'{"blob": ""}', 400, '"blob"'),
+    ],
+    ids=["missing-blob", "not-json", "no-blob-key", "empty-name"],
+)
+def test_process_route_answers_bad_requests_with_a_json_error(
+    host: RunningHost, body: bytes, status: int, message: str
+) -> None:
+    response = host.request("POST", "/api/process", body)
+
+    assert response.status == status
+    assert message in response.json()["error"]
+
+
+def test_health_route_answers_when_storage_does(host: RunningHost) -> None:
+    response = host.request("GET", "/api/health")
+
+    assert response.status == 200
+    assert response.json()["status"] == "ok"
+    assert "AccountKey" not in response.body.decode()
+
+
+def test_wrong_method_gets_405(host: RunningHost) -> None:
+    assert host.request("GET", "/api/recompress").status == 405
+    assert host.request("DELETE", "/api/health").status == 405
+
+
+def test_health_function_says_503_with_a_reason_when_storage_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = free_port()
+    monkeypatch.setenv(STORAGE_CONNECTION, f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                                           f"AccountKey=c2VjcmV0;BlobEndpoint=http://127.0.0.1:{closed}/devstoreaccount1;")
+    import azure.functions as func
+
+    response = function_app.health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+
+    assert response.status_code == 503
+    payload = json.loads(response.get_body())
+    assert "unreachable" in payload["reason"]
+    assert "c2VjcmV0" not in response.get_body().decode()
+
+
+def _rows(data: bytes) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows)
+
+
+def _column_names(data: bytes) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.ParquetFile(pa.BufferReader(data)).schema_arrow.names)
