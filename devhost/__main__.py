@@ -98,6 +98,10 @@ def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: t
     blob_functions = functions[1]
     func_binary = shutil.which("func") if args.func == "auto" else None
     if func_binary:
+        settings_file = ROOT / "local.settings.json"
+        if not settings_file.exists():  # func start reads only this file
+            shutil.copyfile(ROOT / "local.settings.json.example", settings_file)
+            log.info("created local.settings.json from the example")
         base = f"http://localhost:{args.port}"
         process = subprocess.Popen([func_binary, "start", "--port", str(args.port)], cwd=ROOT,
                                    start_new_session=True)

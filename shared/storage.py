@@ -13,7 +13,6 @@ then no blob exists under the output name, so nobody can see a partial file.
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 import re
@@ -215,7 +214,7 @@ def call(subject: str, env: Mapping[str, str], action: Callable[[], T]) -> T:
 class BlobSource:
     """An opened input blob: something Parquet can read, plus what identifies its version."""
 
-    name: str
+    name: str  # container/blob
     size: int
     etag: str
     file: Any
@@ -229,14 +228,14 @@ def open_blob(client: BlobClient, settings: Settings) -> BlobSource:
     size, etag = int(props.size), str(props.etag)
     if size > settings.ranged_read_threshold:
         file: Any = pa.PythonFile(RangedBlobFile(client, size, etag, settings), mode="r")
-        return BlobSource(client.blob_name, size, etag, file, ranged=True)
+        return BlobSource(subject, size, etag, file, ranged=True)
     buffer = io.BytesIO()
     if size:
         call(subject, settings.env, lambda: client.download_blob(
             etag=etag, match_condition=MatchConditions.IfNotModified,
             max_concurrency=settings.download_concurrency,
         ).readinto(buffer))
-    return BlobSource(client.blob_name, size, etag, pa.BufferReader(pa.py_buffer(buffer.getbuffer())), ranged=False)
+    return BlobSource(subject, size, etag, pa.BufferReader(pa.py_buffer(buffer.getbuffer())), ranged=False)
 
 
 class RangedBlobFile(io.RawIOBase):
@@ -372,7 +371,7 @@ class BlockBlobSink(io.RawIOBase):
         self._buffer = pa.BufferOutputStream()
 
     def _stage(self, block: pa.Buffer) -> None:
-        block_id = base64.b64encode(f"{self._prefix}-{len(self._blocks):06d}".encode()).decode()
+        block_id = f"{self._prefix}-{len(self._blocks):06d}"  # equal lengths, as the service requires
         self._blocks.append(BlobBlock(block_id=block_id))
         self._slots.acquire()  # bound memory: at most upload_concurrency blocks in flight
         self._inflight = [f for f in self._inflight if not f.done() or f.exception()]
@@ -381,9 +380,9 @@ class BlockBlobSink(io.RawIOBase):
 
     def _upload_block(self, block_id: str, block: pa.Buffer) -> None:
         try:
-            # One copy of one block: the SDK takes bytes, not Arrow buffers.
-            data = block.to_pybytes()
-            call(self.subject, self._env, lambda: self._client.stage_block(block_id, data, length=len(data)))
+            # A zero-copy view of the Arrow buffer: requests sends any bytes-like body.
+            view = memoryview(block)
+            call(self.subject, self._env, lambda: self._client.stage_block(block_id, view, length=view.nbytes))
         finally:
             self._slots.release()
 

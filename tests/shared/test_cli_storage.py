@@ -1,0 +1,114 @@
+"""The CLI between local files and blobs in a real Azurite, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import ContainerClient
+
+from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared", "recompress", *args], cwd=cwd,
+                          env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+
+
+def blob_exists(container: ContainerClient, name: str) -> bool:
+    try:
+        container.get_blob_client(name).get_blob_properties()
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
+def test_blob_to_blob(storage_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient]) -> None:
+    data = parquet_bytes(sample_table(2000))
+    containers[0].get_blob_client("a/b.parquet").upload_blob(data)
+    src, dst = f"{containers[0].container_name}/a/b.parquet", f"{containers[1].container_name}/c.parquet"
+
+    result = run_cli(storage_env, src, dst, "--level", "9")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{src}: 2000 rows")
+    output = bytes(containers[1].get_blob_client("c.parquet").download_blob().readall())
+    assert_same_data(data, output)
+    props = containers[1].get_blob_client("c.parquet").get_blob_properties()
+    assert props.metadata["recompress_level"] == "9"
+
+
+def test_local_file_to_blob_and_back(storage_env: dict[str, str],
+                                     containers: tuple[ContainerClient, ContainerClient], tmp_path: Path) -> None:
+    source = tmp_path / "in.parquet"
+    source.write_bytes(parquet_bytes(sample_table(300)))
+    blob = f"{containers[1].container_name}/up.parquet"
+
+    up = run_cli(storage_env, str(source), blob)
+    down = run_cli(storage_env, f"az://{blob}", str(tmp_path / "down.parquet"))
+
+    assert up.returncode == 0, up.stderr
+    assert down.returncode == 0, down.stderr
+    assert_same_data(source, tmp_path / "down.parquet")
+    assert codec_of((tmp_path / "down.parquet").read_bytes()) == {"ZSTD"}
+
+
+def test_relative_paths_whose_folder_exists_stay_local(storage_env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.parquet").write_bytes(parquet_bytes(sample_table(10)))
+
+    result = run_cli(storage_env, "data/in.parquet", "data/out.parquet", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "out.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [(b"", "not a readable Parquet file"), (b"garbage" * 100, "not a readable Parquet file")],
+    ids=["empty-blob", "garbage-blob"],
+)
+def test_bad_blob_exits_2_with_one_line_and_writes_nothing(
+    storage_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient], payload: bytes, problem: str
+) -> None:
+    containers[0].get_blob_client("bad.parquet").upload_blob(payload)
+    src, dst = f"{containers[0].container_name}/bad.parquet", f"{containers[1].container_name}/bad.parquet"
+
+    result = run_cli(storage_env, src, dst)
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {src}: {problem}") or f"bad.parquet: {problem}" in result.stderr
+    assert not blob_exists(containers[1], "bad.parquet")
+
+
+def test_missing_blob_exits_2_naming_it(storage_env: dict[str, str],
+                                        containers: tuple[ContainerClient, ContainerClient], tmp_path: Path) -> None:
+    src = f"{containers[0].container_name}/absent.parquet"
+
+    result = run_cli(storage_env, src, str(tmp_path / "out.parquet"))
+
+    assert result.returncode == 2
+    assert result.stderr == f"error: {src}: does not exist\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_storage_exits_1_in_one_line_without_the_key(tmp_path: Path) -> None:
+    env = {"ParquetStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0;"
+                             "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"}
+    source = tmp_path / "in.parquet"
+    source.write_bytes(parquet_bytes(sample_table(10)))
+
+    result = run_cli(env, str(source), "somecontainer/out.parquet")
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "unreachable" in result.stderr
+    assert "c2VjcmV0" not in result.stderr + result.stdout
