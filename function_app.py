@@ -47,13 +47,10 @@ INPUT_CONTAINER = os.environ.get("RECOMPRESS_INPUT_CONTAINER", "").strip() or "i
 def recompress_blob(source: blob.BlobClient) -> None:
     """New input blob: write its recompressed twin to the output container.
 
-    A file that can never succeed is logged and dropped, not raised, so the
-    host does not retry it; storage trouble is raised so the host retries.
+    A file that can never succeed is quarantined and the function returns, so
+    the host does not retry it; storage trouble raises, so the host retries.
     """
-    try:
-        pipeline.process_blob(source, Settings.from_env())
-    except InputError as exc:
-        log.error("skipped %s", exc)
+    pipeline.process_blob(source, Settings.from_env())
 
 
 @app.function_name("recompress_http")
@@ -105,7 +102,7 @@ def _process_named(req: func.HttpRequest) -> func.HttpResponse:
     if not isinstance(name, str) or not name.strip():
         raise InputError("request body", 'needs "blob": the name of a blob in the input container')
     report = pipeline.process_named_blob(name, Settings.from_env())
-    return _json(200, report.as_dict())
+    return _json(422 if report.status == "quarantined" else 200, report.as_dict())
 
 
 @app.function_name("health")

@@ -2,8 +2,8 @@
 
 SRC and DST are each a local path or a ``container/blob`` name in the
 configured storage. A path is local when it starts with ``/``, ``./``, ``../``
-or ``~``, when it exists (SRC), or when its first folder exists (DST);
-otherwise it names a blob. ``az://container/blob`` always names a blob.
+or ``~``, when it has no ``/``, when it exists, or when its first folder
+exists; otherwise it names a blob. ``az://container/blob`` always names a blob.
 
 Bad input ends with exit status 2 and exactly one line on stderr; storage
 failures with status 1. No DST is left behind either way.
@@ -18,12 +18,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pyarrow as pa
 
 from shared import pipeline
 from shared.engine import Progress
 from shared.errors import InputError, NotFoundError, RecompressError, StorageError, VerificationError
+from shared.report import Report
 from shared.settings import Settings, parse_columns, parse_level
 
 EXIT_BAD_INPUT = 2
@@ -44,14 +46,14 @@ class Location:
         return self.container is not None
 
 
-def parse_location(text: str, *, must_exist: bool) -> Location:
+def parse_location(text: str) -> Location:
     """Tell a local path from a ``container/blob`` name (see the module docstring)."""
     if text.startswith(BLOB_SCHEME):
         return _as_blob(text, text[len(BLOB_SCHEME):])
     path = Path(text).expanduser()
     if text.startswith(("/", "./", "../", "~", ".\\")) or "/" not in text.strip("/"):
         return Location(str(path))
-    if path.exists() or (not must_exist and Path(text.split("/", 1)[0]).is_dir()):
+    if path.exists() or Path(text.split("/", 1)[0]).is_dir():
         return Location(str(path))
     return _as_blob(text, text)
 
@@ -63,12 +65,19 @@ def _as_blob(text: str, rest: str) -> Location:
     return Location(text, container, blob)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the rule for every bad input), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m shared",
         description="Rewrite Parquet files as verified, lossless zstd Parquet.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     rec = commands.add_parser(
         "recompress",
         help="recompress one file",
@@ -80,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("dst", metavar="DST", help="output file: path or container/blob")
     rec.add_argument("--level", type=_level, help="zstd level 1-22 (default: RECOMPRESS_ZSTD_LEVEL or 3)")
     rec.add_argument("--columns", type=_columns, help="comma-separated columns to keep (default: all)")
-    rec.add_argument("--row-group-size", type=int, metavar="ROWS", help="rows per output row group")
+    rec.add_argument("--row-group-size", type=_rows, metavar="ROWS", help="rows per output row group")
     rec.add_argument("--json", action="store_true", help="print the report as JSON")
     rec.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser
@@ -91,6 +100,16 @@ def _level(raw: str) -> int:
         return parse_level(raw, "--level")
     except RecompressError as exc:
         raise argparse.ArgumentTypeError(exc.problem) from None
+
+
+def _rows(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _columns(raw: str) -> tuple[str, ...] | None:
@@ -107,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env().with_overrides(
             zstd_level=args.level, columns=args.columns, row_group_size=args.row_group_size,
         )
-        src = parse_location(args.src, must_exist=True)
-        dst = parse_location(args.dst, must_exist=False)
+        src = parse_location(args.src)
+        dst = parse_location(args.dst)
         report = recompress(src, dst, settings, show_progress=not args.no_progress and sys.stderr.isatty())
     except (RecompressError, OSError) as exc:
         print(f"error: {_one_line(exc, args.src)}", file=sys.stderr)
@@ -135,7 +154,7 @@ def _one_line(exc: BaseException, src: str) -> str:
     return str(exc)
 
 
-def recompress(src: Location, dst: Location, settings: Settings, *, show_progress: bool = False) -> pipeline.Report:
+def recompress(src: Location, dst: Location, settings: Settings, *, show_progress: bool = False) -> Report:
     """Run the pipeline between any pair of locations."""
     with _progress_bar(show_progress) as progress:
         if src.is_blob:
@@ -143,7 +162,7 @@ def recompress(src: Location, dst: Location, settings: Settings, *, show_progres
         return _from_file(Path(src.text), dst, settings, progress)
 
 
-def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progress | None) -> pipeline.Report:
+def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progress | None) -> Report:
     from shared.storage import open_blob, service_client
 
     service = service_client(settings)
@@ -156,7 +175,7 @@ def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progr
                         dst.text, progress)
 
 
-def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress | None) -> pipeline.Report:
+def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress | None) -> Report:
     if path.is_dir():
         raise IsADirectoryError(21, "is a directory, expected a Parquet file", str(path))
     source = pa.memory_map(str(path))  # raises FileNotFoundError naming the path
@@ -165,7 +184,7 @@ def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress
         from shared.storage import BlockBlobSink, service_client
 
         target = service_client(settings).get_blob_client(dst.container or "", dst.blob or "")
-        sink: pipeline.Sink = BlockBlobSink(target, settings)
+        sink: pipeline.Sink = BlockBlobSink(target, settings, replaces="*")  # like cp: DST may exist
     else:
         sink = _local_sink(dst)
     return pipeline.run(source, str(path), size, None, sink, settings, dst.text, progress)

@@ -22,10 +22,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.errors import InputError, NotParquetError, OptionError, VerificationError
+from shared.errors import InputError, NotParquetError, OptionError, UnsupportedError, VerificationError
+from shared.limits import Deadline, Limits, check_footer
+from shared.report import CODEC
 from shared.transform import BatchTransform
 
-CODEC = "zstd"
 ARROW_SCHEMA_KEY = b"ARROW:schema"
 
 Progress = Callable[[int], None]
@@ -39,6 +40,7 @@ class Options:
     row_group_size: int = 1024 * 1024
     columns: tuple[str, ...] | None = None
     transform: BatchTransform | None = None
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True)
@@ -65,23 +67,37 @@ def recompress(
     row group held, as it is consumed.
     """
     parquet = open_parquet(source, name)
+    physical = _physical_types(parquet)
+    refuse_unsupported(parquet, name)
+    if "INT96" in physical.values():
+        unit = int96_unit(source, parquet, [p for p, t in physical.items() if t == "INT96"], name)
+        parquet = open_parquet(source, name, coerce_int96_timestamp_unit=unit)
+    deadline = None
+    if options.limits is not None:
+        check_footer(parquet, options.limits, name)
+        deadline = Deadline(options.limits.deadline_seconds, name)
     columns = _select_columns(parquet.schema_arrow, options.columns, name)
     schema = _output_schema(parquet.schema_arrow, columns)
-    keep_arrow_schema = ARROW_SCHEMA_KEY in (parquet.metadata.metadata or {})
+    layout = _Layout(
+        keep_arrow_schema=ARROW_SCHEMA_KEY in (parquet.metadata.metadata or {}),
+        int96="INT96" in physical.values(),
+        key_values={k: v for k, v in (parquet.metadata.metadata or {}).items() if k != ARROW_SCHEMA_KEY},
+    )
     writer: _CoalescingWriter | None = None
     rows_read = 0
     try:
         for table in _row_groups(parquet, columns, name):
+            if deadline is not None:
+                deadline.check()
             rows_read += table.num_rows
             if progress is not None:
                 progress(table.num_rows)
             for piece in _transformed(table, options.transform, name):
                 if writer is None:
-                    writer = _CoalescingWriter(sink, piece.schema, options, keep_arrow_schema, name)
+                    writer = _CoalescingWriter(sink, piece.schema, options, layout, name)
                 writer.add(piece)
         if writer is None:
-            writer = _CoalescingWriter(sink, _empty_schema(schema, options.transform, name), options,
-                                       keep_arrow_schema, name)
+            writer = _CoalescingWriter(sink, _empty_schema(schema, options.transform, name), options, layout, name)
         metadata = writer.close()
     except BaseException:
         if writer is not None:
@@ -92,12 +108,79 @@ def recompress(
     return outcome
 
 
-def open_parquet(source: Any, name: str) -> pq.ParquetFile:
+def open_parquet(source: Any, name: str, **options: Any) -> pq.ParquetFile:
     """Open the footer; any failure to do so means the bytes are not usable Parquet."""
     try:
-        return pq.ParquetFile(source, pre_buffer=True)
+        return pq.ParquetFile(source, pre_buffer=True, **options)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise NotParquetError(name, f"not a readable Parquet file ({describe(exc)})") from None
+
+
+def refuse_unsupported(parquet: pq.ParquetFile, name: str) -> None:
+    """Refuse columns Arrow cannot write back as they were, rather than change them silently.
+
+    Arrow reads a Parquet INTERVAL as plain 12-byte binary and cannot write the
+    annotation back: the output would say BLOB where the input said INTERVAL.
+    """
+    schema = parquet.schema
+    for index in range(len(schema)):
+        column = schema.column(index)
+        if column.converted_type == "INTERVAL":
+            raise UnsupportedError(name, f"column {column.path!r} is a Parquet INTERVAL, which cannot be rewritten "
+                                         "without losing its type")
+
+
+#: The microsecond range a nanosecond timestamp can hold (about 1677 to 2262).
+_NS_RANGE_US = (-(2**63) // 1000 + 1, (2**63 - 1) // 1000)
+
+
+def int96_unit(source: Any, parquet: pq.ParquetFile, paths: list[str], name: str) -> str:
+    """Pick the unit that reads a file's INT96 timestamps without loss.
+
+    Arrow converts INT96 to one unit for the whole file. Nanoseconds keep
+    Impala's sub-microsecond digits but wrap around outside 1677-2262, where
+    warehouses keep their 0001-01-01 and 9999-12-31 sentinels; microseconds
+    (Spark's precision) hold every year. Only the INT96 columns are scanned,
+    and only in legacy files that have them.
+    """
+    columns = sorted({path.split(".")[0] for path in paths})
+    as_us = open_parquet(source, name, coerce_int96_timestamp_unit="us")
+    as_ns = open_parquet(source, name, coerce_int96_timestamp_unit="ns")
+    out_of_range = sub_micro = False
+    for index in range(parquet.metadata.num_row_groups):
+        for column in columns:
+            us = _int64s(as_us.read_row_group(index, columns=[column]).column(0))
+            if us is None:
+                continue  # nested: leave it to the microsecond default below
+            in_range = (us >= _NS_RANGE_US[0]) & (us <= _NS_RANGE_US[1])
+            out_of_range |= bool((~in_range).any())
+            ns = _int64s(as_ns.read_row_group(index, columns=[column]).column(0))
+            sub_micro |= ns is not None and bool(((ns[in_range] % 1000) != 0).any())
+    if out_of_range and sub_micro:
+        raise UnsupportedError(name, "holds INT96 timestamps both outside 1677-2262 and with nanosecond digits; "
+                                     "Arrow can keep one or the other, not both")
+    return "us" if out_of_range else "ns"
+
+
+def _int64s(column: pa.ChunkedArray) -> Any:
+    """The non-null values of a flat timestamp column as int64 numbers, or None for other shapes."""
+    if not pa.types.is_timestamp(column.type):
+        return None
+    return column.drop_null().cast(pa.int64()).to_numpy()
+
+
+def _physical_types(parquet: pq.ParquetFile) -> dict[str, str]:
+    schema = parquet.schema
+    return {schema.column(i).path: schema.column(i).physical_type for i in range(len(schema))}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What of the input's physical layout the output must repeat to read back the same."""
+
+    keep_arrow_schema: bool
+    int96: bool
+    key_values: dict[bytes, bytes]
 
 
 def verify(outcome: Outcome, metadata: pq.FileMetaData, *, expect_rows: int | None, name: str) -> None:
@@ -198,8 +281,9 @@ class _CoalescingWriter:
     (and their poor compression); pieces are held until a full group is ready.
     """
 
-    def __init__(self, sink: Any, schema: pa.Schema, options: Options, keep_arrow_schema: bool, name: str) -> None:
+    def __init__(self, sink: Any, schema: pa.Schema, options: Options, layout: _Layout, name: str) -> None:
         self.schema = schema
+        self._layout = layout
         self.rows_written = 0
         self._name = name
         self._limit = options.row_group_size
@@ -210,7 +294,8 @@ class _CoalescingWriter:
             schema,
             compression=CODEC,
             compression_level=options.level,
-            store_schema=keep_arrow_schema,
+            store_schema=layout.keep_arrow_schema,
+            use_deprecated_int96_timestamps=layout.int96,
             write_statistics=True,
         )
 
@@ -227,6 +312,9 @@ class _CoalescingWriter:
     def close(self) -> pq.FileMetaData:
         if self._pending_rows:
             self._flush(self._pending_rows)
+        if not self._layout.keep_arrow_schema and self._layout.key_values:
+            # Without ARROW:schema the writer drops schema metadata; put the input's pairs back.
+            self._writer.add_key_value_metadata(self._layout.key_values)
         self._writer.close()
         metadata = self._writer.writer.metadata
         assert metadata is not None

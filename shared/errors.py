@@ -47,5 +47,17 @@ class CredentialError(ConfigError):
     """No configured credential could authenticate to storage."""
 
 
+class UnsupportedError(InputError):
+    """The file is valid Parquet, but holds something that cannot be rewritten without loss."""
+
+
+class LimitError(InputError):
+    """The input breaks a configured limit (size, columns, nesting, rows, row-group bytes, time)."""
+
+
 class VerificationError(RecompressError):
     """The written file does not match what was read; it was not published."""
+
+
+class ConflictError(StorageError):
+    """Another writer published the output first; a conditional write refused to overwrite it."""

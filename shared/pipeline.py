@@ -8,50 +8,32 @@ leaves no output behind.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import pyarrow as pa
+from azure.core import MatchConditions
 from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared import engine
+from shared.errors import ConflictError, InputError, LimitError, NotFoundError, StorageError, VerificationError
+from shared.limits import Limits
+from shared.quarantine import quarantine
+from shared.report import CODEC, Report
 from shared.settings import Settings
-from shared.storage import BlockBlobSink, call, open_blob, service_client
+from shared.storage import BlockBlobSink, call, open_blob, properties_or_none, service_client
 from shared.transform import load_transform
 
 log = logging.getLogger("recompress")
-
-
-@dataclass(frozen=True)
-class Report:
-    """What one run did, as logged, returned by /api/process and printed by the CLI."""
-
-    source: str
-    output: str
-    rows: int
-    bytes_in: int
-    bytes_out: int
-    ms: int
-    level: int
-    codec: str = engine.CODEC
-
-    @property
-    def ratio(self) -> float:
-        """Output size over input size: below 1 means the file shrank."""
-        return round(self.bytes_out / self.bytes_in, 4) if self.bytes_in else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratio": self.ratio}
-
-    def line(self) -> str:
-        return (f"{self.source}: {self.rows} rows, {self.bytes_in} B -> {self.bytes_out} B "
-                f"(ratio {self.ratio:.3f}), {self.ms} ms")
 
 
 class Sink(Protocol):
@@ -67,16 +49,18 @@ class Sink(Protocol):
 def options_for(settings: Settings) -> engine.Options:
     """Engine options from settings; the transform is imported here so a bad one fails early."""
     transform = load_transform(settings.transform) if settings.transform else None
-    return engine.Options(settings.zstd_level, settings.row_group_size, settings.columns, transform)
+    limits = Limits(settings.max_columns, settings.max_nesting_depth, settings.max_rows,
+                    settings.max_row_group_bytes, settings.deadline_seconds)
+    return engine.Options(settings.zstd_level, settings.row_group_size, settings.columns, transform, limits)
 
 
 def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: Sink, settings: Settings,
         output_name: str, progress: engine.Progress | None = None) -> Report:
     """Recompress one opened source into one sink, publishing only a verified file."""
     started = time.perf_counter()
-    options = options_for(settings)
     counted = _Counted(sink)
     try:
+        options = options_for(settings)
         outcome = engine.recompress(source_file, counted, options, name=source_name, progress=progress)
         sink.commit(output_metadata(source_name, etag, size, outcome.rows_written, options.level))
     except BaseException:
@@ -95,31 +79,139 @@ def output_metadata(source: str, etag: str | None, size: int, rows: int, level: 
         "recompress_source_etag": (etag or "").strip('"'),
         "recompress_source_size": str(size),
         "recompress_rows": str(rows),
-        "recompress_codec": engine.CODEC,
+        "recompress_codec": CODEC,
         "recompress_level": str(level),
     }
 
 
 # --------------------------------------------------------------------------- blob to blob
 
+SOURCE_ETAG_KEY = "recompress_source_etag"
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
 
 def process_blob(source: BlobClient, settings: Settings, service: BlobServiceClient | None = None) -> Report:
-    """Recompress ``input/<name>`` into ``output/<name>``: what the blob trigger does."""
+    """Recompress ``input/<name>`` into ``output/<name>``: what the blob trigger does.
+
+    Safe to run any number of times, at once or in turn, for the same blob:
+    a version already published is skipped, a hopeless file is quarantined
+    (and the call returns normally so the host does not retry it), and the
+    conditional commit lets only one run publish. Storage trouble raises, so
+    the host retries later.
+    """
     service = service or service_client(settings)
-    target = service.get_blob_client(settings.output_container, source.blob_name)
-    return blob_to_blob(source, target, settings)
+    # Re-address the blob through our own client, so our retry policy and timeouts apply to
+    # every request; the trigger's client carries the SDK defaults (15 s initial backoff).
+    source = service.get_blob_client(source.container_name, source.blob_name)
+    with _concurrency_slot(settings.max_concurrent_files):
+        return _process(source, settings, service)
 
 
 def process_named_blob(name: str, settings: Settings) -> Report:
     """The same as the trigger, for a blob named in an HTTP request."""
     service = service_client(settings)
-    return process_blob(service.get_blob_client(settings.input_container, name), settings, service)
+    return process_blob(service.get_blob_client(settings.input_container, check_blob_name(name)), settings, service)
+
+
+def _process(source: BlobClient, settings: Settings, service: BlobServiceClient) -> Report:
+    env = settings.env
+    subject = f"{source.container_name}/{source.blob_name}"
+    target = service.get_blob_client(settings.output_container, source.blob_name)
+    output_name = f"{target.container_name}/{target.blob_name}"
+    props = call(subject, env, source.get_blob_properties)
+    etag = str(props.etag)
+    existing = properties_or_none(target, env)
+    if _publishes(existing, etag):
+        return _not_written(subject, output_name, props, existing, settings, "skipped",
+                            "this version was already recompressed")
+    try:
+        if props.size > settings.max_blob_size:
+            raise LimitError(subject, f"is {props.size} bytes, over the limit of {settings.max_blob_size} "
+                                      "(RECOMPRESS_MAX_BLOB_SIZE)")
+        report = blob_to_blob(source, target, settings, replaces=existing.etag if existing else None,
+                              precommit=lambda: _still_current(source, etag, env))
+    except (InputError, VerificationError) as exc:
+        return quarantine(source, props, exc, settings, service)
+    except Superseded as exc:
+        return _not_written(subject, output_name, props, None, settings, "superseded", exc.problem)
+    except ConflictError:
+        now = properties_or_none(target, env)
+        if _publishes(now, etag):  # a concurrent run of this same version won the race
+            return _not_written(subject, output_name, props, now, settings, "skipped",
+                                "published by a concurrent run")
+        _still_current(source, etag, env)  # raises Superseded when a newer version took over
+        raise
+    if settings.delete_source:
+        delete_source(source, etag, env)
+    return report
+
+
+class Superseded(StorageError):
+    """The input changed after it was read; its new version is processed by its own run."""
+
+
+def _still_current(source: BlobClient, etag: str, env: Mapping[str, str]) -> None:
+    current = properties_or_none(source, env)
+    if current is None or str(current.etag) != etag:
+        raise Superseded(f"{source.container_name}/{source.blob_name}",
+                         "changed while it was being read; its newer version is processed on its own")
+
+
+def _publishes(output: Any, etag: str) -> bool:
+    return output is not None and (output.metadata or {}).get(SOURCE_ETAG_KEY) == etag.strip('"')
+
+
+def _not_written(subject: str, output: str, props: Any, existing: Any, settings: Settings, status: str,
+                 why: str) -> Report:
+    meta = (existing.metadata or {}) if existing is not None else {}
+    report = Report(subject, output, int(meta.get("recompress_rows", 0)), int(props.size),
+                    int(existing.size) if existing is not None else 0, 0,
+                    int(meta.get("recompress_level", settings.zstd_level)), status=status, error=why)
+    log.info(report.line())
+    return report
+
+
+def delete_source(source: BlobClient, etag: str, env: Mapping[str, str]) -> None:
+    """Opt-in clean-up: delete the input only if it is still the version just published."""
+    subject = f"{source.container_name}/{source.blob_name}"
+    try:
+        call(subject, env, lambda: source.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified))
+    except (ConflictError, NotFoundError):
+        log.info("%s: kept: it changed or vanished after it was recompressed", subject)
+
+
+@contextmanager
+def _concurrency_slot(limit: int) -> Iterator[None]:
+    """At most ``limit`` files in flight per process, so memory stays bounded under bursts."""
+    with _slots_lock:
+        slot = _slots.setdefault(limit, threading.BoundedSemaphore(limit))
+    with slot:
+        yield
+
+
+def check_blob_name(name: str) -> str:
+    """Accept only a plain blob name inside the input container."""
+    subject = "blob name"
+    if not name or not name.strip():
+        raise InputError(subject, "is empty")
+    if len(name) > 1024:
+        raise InputError(subject, f"is {len(name)} characters long; blob names have at most 1024")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InputError(subject, "contains control characters")
+    if "://" in name or name.startswith(("/", "\\")) or "\\" in name:
+        raise InputError(subject, f"{name!r} must be a name inside the input container, not a URL or path")
+    if any(part in (".", "..") for part in name.split("/")):
+        raise InputError(subject, f"{name!r} must not contain '.' or '..' segments")
+    return name
 
 
 def blob_to_blob(source: BlobClient, target: BlobClient, settings: Settings,
-                 progress: engine.Progress | None = None) -> Report:
+                 progress: engine.Progress | None = None, *, replaces: str | None = "*",
+                 precommit: Callable[[], None] | None = None) -> Report:
+    """Recompress one blob into another; ``replaces`` makes the commit conditional (see BlockBlobSink)."""
     opened = open_blob(source, settings)
-    sink = BlockBlobSink(target, settings)
+    sink = BlockBlobSink(target, settings, replaces=replaces, precommit=precommit)
     return run(opened.file, opened.name, opened.size, opened.etag, sink, settings,
                f"{target.container_name}/{target.blob_name}", progress)
 
@@ -158,7 +250,9 @@ class LocalFileSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         if path.is_dir():
-            raise IsADirectoryError(str(path))
+            raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file name", str(path))
+        if not (path.parent if str(path.parent) else Path(".")).is_dir():
+            raise FileNotFoundError(errno.ENOENT, f"folder {str(path.parent)!r} does not exist", str(path))
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or Path("."))
         self._temp = Path(temp)
         self._file = os.fdopen(fd, "wb")

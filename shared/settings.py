@@ -53,6 +53,18 @@ class Settings:
     transform: str | None = None
     download_concurrency: int = 4
     upload_concurrency: int = 4
+    quarantine_container: str = "quarantine"
+    delete_source: bool = False
+    max_concurrent_files: int = 2
+    max_blob_size: int = 50 * 1024**3
+    max_columns: int = 10_000
+    max_nesting_depth: int = 32
+    max_rows: int = 10**10
+    max_row_group_bytes: int = 2 * 1024**3
+    deadline_seconds: int = 540
+    retry_total: int = 5
+    retry_backoff: float = 1.0
+    read_timeout: int = 120
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -72,6 +84,18 @@ class Settings:
             transform=reader.text("TRANSFORM"),
             download_concurrency=reader.integer("DOWNLOAD_CONCURRENCY", cls.download_concurrency, 1, 64),
             upload_concurrency=reader.integer("UPLOAD_CONCURRENCY", cls.upload_concurrency, 1, 64),
+            quarantine_container=reader.container("QUARANTINE_CONTAINER", cls.quarantine_container),
+            delete_source=reader.flag("DELETE_SOURCE", cls.delete_source),
+            max_concurrent_files=reader.integer("MAX_CONCURRENT_FILES", cls.max_concurrent_files, 1, 256),
+            max_blob_size=reader.size("MAX_BLOB_SIZE", cls.max_blob_size),
+            max_columns=reader.integer("MAX_COLUMNS", cls.max_columns, 1, 10**7),
+            max_nesting_depth=reader.integer("MAX_NESTING_DEPTH", cls.max_nesting_depth, 1, 10**4),
+            max_rows=reader.integer("MAX_ROWS", cls.max_rows, 0, 2**62),
+            max_row_group_bytes=reader.size("MAX_ROW_GROUP_BYTES", cls.max_row_group_bytes),
+            deadline_seconds=reader.integer("DEADLINE_SECONDS", cls.deadline_seconds, 1, 7 * 24 * 3600),
+            retry_total=reader.integer("RETRY_TOTAL", cls.retry_total, 0, 20),
+            retry_backoff=reader.seconds("RETRY_BACKOFF", cls.retry_backoff),
+            read_timeout=reader.integer("READ_TIMEOUT", cls.read_timeout, 1, 3600),
             env=source,
         )
 
@@ -98,7 +122,7 @@ def parse_columns(raw: str, subject: str = "columns") -> tuple[str, ...] | None:
         return None
     seen = {n for n in names if names.count(n) > 1}
     if seen:
-        raise ConfigError(subject, f"names a column twice: {', '.join(sorted(seen))}")
+        raise ConfigError(subject, f"names a column twice: {', '.join(map(repr, sorted(seen)))}")
     return names
 
 
@@ -143,6 +167,28 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(PREFIX + key, f"must be from {low} to {high} bytes, got {value}")
         return value
+
+    def seconds(self, key: str, default: float) -> float:
+        raw = self.text(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(PREFIX + key, f"must be a number of seconds, got {raw!r}") from None
+        if not 0 <= value <= 600:
+            raise ConfigError(PREFIX + key, f"must be from 0 to 600 seconds, got {raw}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        raw = self.text(key)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(PREFIX + key, f"must be true or false, got {raw!r}")
 
     def columns(self, key: str) -> tuple[str, ...] | None:
         raw = self.text(key)

@@ -30,13 +30,15 @@ from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
 
-from shared.errors import ConfigError, CredentialError, NotFoundError, StorageError
+from shared.errors import ConfigError, ConflictError, CredentialError, NotFoundError, StorageError
 from shared.settings import STORAGE_CONNECTION, Settings
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -62,19 +64,24 @@ def redact(text: str) -> str:
 # --------------------------------------------------------------------------- clients
 
 
-def client_options(*, quick: bool = False) -> dict[str, Any]:
-    """Retry and timeouts for every client: azure-core retries throttling, 5xx and resets.
+def client_options(settings: Settings, *, quick: bool = False) -> dict[str, Any]:
+    """Retry and timeouts for every client: the SDK's policy retries throttling, 5xx, timeouts and resets.
 
-    ``quick`` is for probes such as the health check, which must answer fast
-    rather than wait out a long outage.
+    Backoff grows as ``backoff + 2**attempt`` seconds (with jitter), so the
+    default five retries span about half a minute before the run gives up and
+    the host's own retry takes over. A backoff under one second stays constant
+    (tests use it to see many retries quickly). ``quick`` is for probes such as the health
+    check, which must answer fast rather than wait out an outage.
     """
     if quick:
         return {"retry_total": 0, "connection_timeout": 3, "read_timeout": 5}
-    return {
-        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=5, random_jitter_range=1),
-        "connection_timeout": 10,
-        "read_timeout": 120,
-    }
+    policy = ExponentialRetry(
+        initial_backoff=settings.retry_backoff,  # type: ignore[arg-type]  # floats work; the hint says int
+        increment_base=2 if settings.retry_backoff >= 1 else 0,
+        retry_total=settings.retry_total,
+        random_jitter_range=min(1, settings.retry_backoff),  # type: ignore[arg-type]
+    )
+    return {"retry_policy": policy, "connection_timeout": 10, "read_timeout": settings.read_timeout}
 
 
 def check_storage(settings: Settings) -> None:
@@ -96,7 +103,7 @@ def service_client(settings: Settings, *, quick: bool = False) -> BlobServiceCli
     connection_string = env.get(name, "").strip()
     if connection_string:
         try:
-            return BlobServiceClient.from_connection_string(connection_string, **client_options(quick=quick))
+            return BlobServiceClient.from_connection_string(connection_string, **client_options(settings, quick=quick))
         except ValueError:
             raise ConfigError(name, "is not a valid storage connection string") from None
     uri = (env.get(f"{name}__serviceUri") or env.get(f"{name}__blobServiceUri") or "").strip()
@@ -109,7 +116,7 @@ def service_client(settings: Settings, *, quick: bool = False) -> BlobServiceCli
         )
     if not uri.lower().startswith("https://"):
         raise ConfigError(f"{name}__serviceUri", "must be an https:// URL: identities only sign in over HTTPS")
-    return BlobServiceClient(uri, credential=credential(env), **client_options(quick=quick))
+    return BlobServiceClient(uri, credential=credential(env), **client_options(settings, quick=quick))
 
 
 def credential(env: Mapping[str, str]) -> ExplainedCredential:
@@ -170,6 +177,8 @@ def storage_errors(subject: str, env: Mapping[str, str] | None = None) -> Iterat
         yield
     except ResourceNotFoundError:
         raise NotFoundError(subject, "does not exist") from None
+    except (ResourceExistsError, ResourceModifiedError):
+        raise ConflictError(subject, "was changed by another writer meanwhile; not overwritten") from None
     except ClientAuthenticationError as exc:
         raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, env or {})) from None
     except HttpResponseError as exc:
@@ -308,6 +317,22 @@ class RangedBlobFile(io.RawIOBase):
 # --------------------------------------------------------------------------- writing
 
 
+def _write_conditions(replaces: str | None) -> dict[str, Any]:
+    if replaces == "*":
+        return {}
+    if replaces is None:
+        return {"match_condition": MatchConditions.IfMissing}
+    return {"etag": replaces, "match_condition": MatchConditions.IfNotModified}
+
+
+def properties_or_none(client: BlobClient, env: Mapping[str, str]) -> Any:
+    """The blob's properties, or None when it does not exist."""
+    try:
+        return call(f"{client.container_name}/{client.blob_name}", env, client.get_blob_properties)
+    except NotFoundError:
+        return None
+
+
 class BlockBlobSink(io.RawIOBase):
     """A write-only stream that becomes a block blob only on :meth:`commit`.
 
@@ -317,9 +342,18 @@ class BlockBlobSink(io.RawIOBase):
     A file smaller than one block is uploaded in a single request instead.
     """
 
-    def __init__(self, client: BlobClient, settings: Settings) -> None:
+    def __init__(self, client: BlobClient, settings: Settings, *, replaces: str | None = None,
+                 precommit: Callable[[], None] | None = None) -> None:
+        """``replaces``: the ETag of the output this may overwrite, ``"*"`` for any, ``None`` for none.
+
+        The commit is conditional on it, so two runs can never both publish:
+        the second finds the output changed and fails with ConflictError.
+        ``precommit`` runs just before publishing, to veto a stale result.
+        """
         super().__init__()
         self._client = client
+        self._conditions = _write_conditions(replaces)
+        self._precommit = precommit
         self._env = settings.env
         self._block_size = settings.block_size
         self._buffer = pa.BufferOutputStream()
@@ -346,20 +380,22 @@ class BlockBlobSink(io.RawIOBase):
             self._buffer = pa.BufferOutputStream()
         return view.nbytes
 
-    def commit(self, metadata: dict[str, str]) -> None:
+    def commit(self, metadata: dict[str, str], content_type: str = PARQUET_CONTENT_TYPE) -> None:
         """Publish the blob atomically: one upload, or the staged blocks' list."""
         tail = self._buffer.getvalue()
-        settings = ContentSettings(content_type=PARQUET_CONTENT_TYPE)
+        settings = ContentSettings(content_type=content_type)
+        if self._blocks and tail.size:
+            self._stage(tail)
+        self._drain()
+        if self._precommit is not None:
+            self._precommit()
         if not self._blocks:
             call(self.subject, self._env, lambda: self._client.upload_blob(
-                tail.to_pybytes(), overwrite=True, metadata=metadata, content_settings=settings,
+                tail.to_pybytes(), overwrite=True, metadata=metadata, content_settings=settings, **self._conditions,
             ))
         else:
-            if tail.size:
-                self._stage(tail)
-            self._drain()
             call(self.subject, self._env, lambda: self._client.commit_block_list(
-                self._blocks, metadata=metadata, content_settings=settings,
+                self._blocks, metadata=metadata, content_settings=settings, **self._conditions,
             ))
         self._pool.shutdown()
 
@@ -382,7 +418,9 @@ class BlockBlobSink(io.RawIOBase):
         try:
             # A zero-copy view of the Arrow buffer: requests sends any bytes-like body.
             view = memoryview(block)
-            call(self.subject, self._env, lambda: self._client.stage_block(block_id, view, length=view.nbytes))
+            call(self.subject, self._env, lambda: self._client.stage_block(
+                block_id, view, length=view.nbytes,  # type: ignore[arg-type]  # any bytes-like body works
+            ))
         finally:
             self._slots.release()
 

@@ -29,8 +29,9 @@ def load_transform(spec: str, subject: str = "RECOMPRESS_TRANSFORM") -> BatchTra
         raise ConfigError(subject, f"must look like package.module:function, got {spec!r}")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(subject, f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # a syntax error or a raise at import time is as fatal as a missing module
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(subject, f"cannot import module {module_name!r}: {type(exc).__name__}: {first}") from None
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)

@@ -61,6 +61,7 @@ class RunningHost:
     log: Path
     input: ContainerClient
     output: ContainerClient
+    quarantine: ContainerClient
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Response:
@@ -93,6 +94,7 @@ def host(
         "AzureWebJobsStorage": azurite.connection_string,
         "RECOMPRESS_INPUT_CONTAINER": f"e2e-in-{suffix}",
         "RECOMPRESS_OUTPUT_CONTAINER": f"e2e-out-{suffix}",
+        "RECOMPRESS_QUARANTINE_CONTAINER": f"e2e-q-{suffix}",
         "RECOMPRESS_MAX_BODY_SIZE": str(BODY_LIMIT),
     }
     port = free_port()
@@ -104,7 +106,8 @@ def host(
         )
     running = RunningHost(f"http://127.0.0.1:{port}", log,
                           service.get_container_client(env["RECOMPRESS_INPUT_CONTAINER"]),
-                          service.get_container_client(env["RECOMPRESS_OUTPUT_CONTAINER"]))
+                          service.get_container_client(env["RECOMPRESS_OUTPUT_CONTAINER"]),
+                          service.get_container_client(env["RECOMPRESS_QUARANTINE_CONTAINER"]))
     try:
         wait_for(lambda: process.poll() or running.log_line("ready:"), "the local host to be ready", timeout=60)
         assert process.poll() is None, log.read_text()
@@ -153,14 +156,20 @@ def test_reupload_of_a_new_version_is_processed_again(host: RunningHost) -> None
     assert_same_data(newer, wait_for(second_version, "the output of the new version"))
 
 
-def test_a_file_that_is_not_parquet_yields_no_output_and_a_clear_log_line(host: RunningHost) -> None:
+def test_a_file_that_is_not_parquet_is_quarantined_with_a_report_and_no_output(host: RunningHost) -> None:
     host.input.get_blob_client("broken.parquet").upload_blob(b"id,name\n1,a\n")
 
     line = wait_for(lambda: host.log_line("broken.parquet: not a readable Parquet file"), "the error line")
 
     assert "Traceback" not in host.log.read_text()
-    assert "skipped" in line
+    assert "quarantined" in line
     assert host.output_blob("broken.parquet") is None
+    copy = host.quarantine.get_blob_client("broken.parquet").download_blob().readall()
+    assert copy == b"id,name\n1,a\n"
+    report = json.loads(host.quarantine.get_blob_client("broken.parquet.error.json").download_blob().readall())
+    assert report["kind"] == "NotParquetError"
+    assert report["source_size"] == len(copy)
+    assert "not a readable Parquet file" in report["error"]
 
 
 # --------------------------------------------------------------------------- HTTP routes

@@ -116,13 +116,21 @@ def test_aborted_write_leaves_no_blob(settings: Settings, containers: tuple[Cont
 
 
 @pytest.mark.parametrize("payload", [b"", b"PAR1", b"not parquet at all", b"a,b\n1,2\n"], ids=repr)
-def test_unreadable_blob_raises_and_writes_nothing(
+def test_unreadable_blob_is_reported_and_writes_no_output(
     payload: bytes, settings: Settings, containers: tuple[ContainerClient, ...]
 ) -> None:
     upload(containers[0], "bad.parquet", payload)
-    with pytest.raises(NotParquetError, match=r"bad\.parquet: not a readable Parquet file"):
-        pipeline.process_blob(containers[0].get_blob_client("bad.parquet"), settings)
+    report = pipeline.process_blob(containers[0].get_blob_client("bad.parquet"), settings)
+    assert report.status == "quarantined"
+    assert report.error is not None
+    assert report.error.startswith(f"{containers[0].container_name}/bad.parquet: not a readable Parquet file")
     assert list(containers[1].list_blobs()) == []
+    assert download(containers[0], "bad.parquet") == payload, "the input must stay untouched"
+
+
+def test_the_engine_error_for_unreadable_bytes_names_the_source() -> None:
+    with pytest.raises(NotParquetError, match=r"x\.parquet: not a readable Parquet file"):
+        pipeline.recompress_bytes(b"nope", Settings(), name="x.parquet")
 
 
 def test_missing_blob_is_named(settings: Settings) -> None:

@@ -1,0 +1,78 @@
+"""Limits against hostile or runaway files, checked before the work they guard.
+
+Anyone who can upload can upload anything: a footer declaring a billion
+columns, a schema nested a thousand deep, a row group that inflates from
+kilobytes to gigabytes. Each limit is checked from the footer, before any data
+is decoded, so a bad file costs a footer read; the deadline is checked
+between row groups, so a slow file stops well inside the host's timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.errors import LimitError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds for one input file; see the RECOMPRESS_MAX_* settings."""
+
+    max_columns: int = 10_000
+    max_nesting_depth: int = 32
+    max_rows: int = 10**10
+    max_row_group_bytes: int = 2 * 1024**3
+    deadline_seconds: float = 540.0
+
+
+def check_footer(parquet: pq.ParquetFile, limits: Limits, name: str) -> None:
+    """Refuse a file whose footer alone shows it breaks a limit."""
+    meta = parquet.metadata
+    if meta.num_columns > limits.max_columns:
+        raise LimitError(name, f"has {meta.num_columns} columns, over the limit of {limits.max_columns} "
+                               "(RECOMPRESS_MAX_COLUMNS)")
+    depth = nesting_depth(parquet.schema_arrow)
+    if depth > limits.max_nesting_depth:
+        raise LimitError(name, f"nests {depth} levels deep, over the limit of {limits.max_nesting_depth} "
+                               "(RECOMPRESS_MAX_NESTING_DEPTH)")
+    if meta.num_rows > limits.max_rows:
+        raise LimitError(name, f"declares {meta.num_rows} rows, over the limit of {limits.max_rows} "
+                               "(RECOMPRESS_MAX_ROWS)")
+    for index in range(meta.num_row_groups):
+        group = meta.row_group(index)
+        declared = max(group.total_byte_size, _uncompressed(group))
+        if declared > limits.max_row_group_bytes:
+            raise LimitError(name, f"row group {index} decompresses to {declared} bytes, over the limit of "
+                                   f"{limits.max_row_group_bytes} (RECOMPRESS_MAX_ROW_GROUP_BYTES)")
+
+
+def nesting_depth(schema: pa.Schema) -> int:
+    """How many levels deep the deepest field goes (a flat column is 1)."""
+
+    def depth(type_: pa.DataType) -> int:
+        if type_.num_fields == 0:
+            return 1
+        return 1 + max(depth(type_.field(i).type) for i in range(type_.num_fields))
+
+    return max((depth(field.type) for field in schema), default=0)
+
+
+def _uncompressed(group: pq.RowGroupMetaData) -> int:
+    return sum(max(group.column(i).total_uncompressed_size, 0) for i in range(group.num_columns))
+
+
+class Deadline:
+    """A per-file time budget, checked between row groups."""
+
+    def __init__(self, seconds: float, name: str) -> None:
+        self._seconds = seconds
+        self._name = name
+        self._ends = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self._ends:
+            raise LimitError(self._name, f"took longer than {self._seconds:g} s (RECOMPRESS_DEADLINE_SECONDS)")

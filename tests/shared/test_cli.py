@@ -1,0 +1,471 @@
+"""``python -m shared recompress SRC DST`` on local files.
+
+A few cases run the real command in a subprocess (the way a person runs it);
+the rest call ``shared.cli.main`` in-process. Bad input must end with exit
+status 2, exactly one line on stderr naming the file and the problem, no
+traceback, and nothing left at DST, not even a ``*.partial`` temp file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from shared import cli
+from shared.errors import InputError
+from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = 1000
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.err.splitlines()
+
+
+def _clean_environment() -> dict[str, str]:
+    """The current environment without any app setting that could change the run."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RECOMPRESS_", "ParquetStorage"))}
+
+
+@pytest.fixture(autouse=True)
+def no_app_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in set(os.environ) - set(_clean_environment()):
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    path = tmp_path / "in.parquet"
+    path.write_bytes(parquet_bytes(sample_table(ROWS)))
+    return path
+
+
+@pytest.fixture
+def dst(tmp_path: Path) -> Path:
+    return tmp_path / "out" / "result.parquet"
+
+
+@pytest.fixture(autouse=True)
+def dst_folder(dst: Path) -> None:
+    dst.parent.mkdir()
+
+
+RunCli = Callable[..., Result]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """Call ``cli.main`` in-process; argparse's own exits become a Result too."""
+
+    def run(*argv: str | Path) -> Result:
+        try:
+            code = cli.main(["recompress", *map(str, argv)])
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_process(*argv: str | Path) -> Result:
+    """Run the real command line, as a person would, from the project folder."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shared", "recompress", *map(str, argv)],
+        cwd=REPO, env=_clean_environment(), capture_output=True, text=True, timeout=120, check=False,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def partial_files(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for folder, _, names in os.walk(root):
+        found.extend(Path(folder, name) for name in names if name.endswith(".partial"))
+    return found
+
+
+def assert_clean_failure(result: Result, dst: Path, *fragments: str) -> None:
+    """Exit 2, one line on stderr holding every fragment, no traceback, nothing at DST."""
+    assert result.code == 2, result
+    assert len(result.err_lines) == 1, result.err
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in result.err, f"{fragment!r} not in {result.err!r}"
+    assert result.out == ""
+    assert not dst.exists()
+    assert partial_files(dst.parent.parent) == []
+
+
+def assert_recompressed(src: Path, dst: Path) -> None:
+    assert_same_data(src, dst)
+    assert codec_of(dst.read_bytes()) == {"ZSTD"}
+
+
+REPORT_LINE = re.compile(r"^(?P<source>.+): (?P<rows>\d+) rows, (?P<bytes_in>\d+) B -> (?P<bytes_out>\d+) B "
+                         r"\(ratio \d+\.\d{3}\), \d+ ms$")
+
+
+# --------------------------------------------------------------------------- success, as a real process
+
+
+def test_recompress_writes_dst_with_the_same_data_and_prints_one_report_line(src: Path, dst: Path) -> None:
+    result = run_process(src, dst)
+
+    assert result.code == 0, result.err
+    assert result.err == ""
+    assert_recompressed(src, dst)
+    lines = result.out.splitlines()
+    assert len(lines) == 1
+    match = REPORT_LINE.match(lines[0])
+    assert match, lines[0]
+    assert match["source"] == str(src)
+    assert int(match["rows"]) == ROWS
+    assert int(match["bytes_in"]) == src.stat().st_size
+    assert int(match["bytes_out"]) == dst.stat().st_size
+    assert partial_files(dst.parent) == []
+
+
+def test_json_prints_the_report_as_one_json_object(src: Path, dst: Path) -> None:
+    result = run_process(src, dst, "--json")
+
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 1
+    report = json.loads(result.out)
+    assert report["rows"] == ROWS
+    assert report["bytes_in"] == src.stat().st_size
+    assert report["bytes_out"] == dst.stat().st_size
+    assert report["ratio"] == round(report["bytes_out"] / report["bytes_in"], 4)
+    assert report["codec"] == "zstd"
+    assert report["level"] == 3
+    assert report["source"] == str(src)
+    assert report["output"] == str(dst)
+
+
+# --------------------------------------------------------------------------- bad input, as a real process
+
+
+def test_a_file_that_is_not_parquet_fails_cleanly_as_a_real_process(tmp_path: Path, dst: Path) -> None:
+    bad = tmp_path / "noise.parquet"
+    bad.write_bytes(random.Random(1).randbytes(4096))
+
+    result = run_process(bad, dst)
+
+    assert_clean_failure(result, dst, str(bad), "not a readable Parquet file")
+
+
+def test_a_missing_src_fails_cleanly_as_a_real_process(tmp_path: Path, dst: Path) -> None:
+    missing = tmp_path / "missing.parquet"
+
+    result = run_process(missing, dst)
+
+    assert_clean_failure(result, dst, str(missing), "No such file")
+
+
+def test_a_bad_level_exits_2_without_a_traceback_as_a_real_process(src: Path, dst: Path) -> None:
+    result = run_process(src, dst, "--level", "0")
+
+    assert_clean_failure(result, dst, "argument --level", "must be from 1 to 22, got 0")
+
+
+@pytest.mark.parametrize("rows", ["0", "-5"])
+def test_a_row_group_size_below_one_fails_cleanly(src: Path, dst: Path, rows: str) -> None:
+    result = run_process(src, dst, f"--row-group-size={rows}")
+
+    assert_clean_failure(result, dst, "argument --row-group-size", f"must be at least 1, got {rows}")
+
+
+# --------------------------------------------------------------------------- options, in-process
+
+
+def test_level_option_is_honoured(run_cli: RunCli, src: Path, dst: Path) -> None:
+    result = run_cli(src, dst, "--level", "7", "--json")
+
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["level"] == 7
+    assert_recompressed(src, dst)
+
+
+def test_the_level_setting_applies_unless_the_option_overrides_it(
+    run_cli: RunCli, src: Path, dst: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECOMPRESS_ZSTD_LEVEL", "12")
+
+    from_setting = run_cli(src, dst, "--json")
+    from_option = run_cli(src, dst, "--json", "--level", "2")
+
+    assert json.loads(from_setting.out)["level"] == 12
+    assert json.loads(from_option.out)["level"] == 2
+
+
+def test_columns_option_keeps_exactly_those_columns_in_that_order(run_cli: RunCli, src: Path, dst: Path) -> None:
+    result = run_cli(src, dst, "--columns", "x,id")
+
+    assert result.code == 0, result.err
+    written = pq.read_table(dst)
+    assert written.column_names == ["x", "id"]
+    assert written.equals(pq.read_table(src).select(["x", "id"]))
+
+
+def test_row_group_size_option_is_honoured(run_cli: RunCli, src: Path, dst: Path) -> None:
+    result = run_cli(src, dst, "--row-group-size", "400")
+
+    assert result.code == 0, result.err
+    meta = pq.ParquetFile(dst).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [400, 400, 200]
+    assert_recompressed(src, dst)
+
+
+def test_an_existing_dst_is_replaced(run_cli: RunCli, src: Path, dst: Path) -> None:
+    dst.write_bytes(b"old contents")
+
+    result = run_cli(src, dst)
+
+    assert result.code == 0, result.err
+    assert_recompressed(src, dst)
+
+
+def test_relative_paths_are_local_files(
+    run_cli: RunCli, src: Path, dst: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(src.parent)
+
+    result = run_cli(src.name, f"{dst.parent.name}/{dst.name}")
+
+    assert result.code == 0, result.err
+    assert_recompressed(src, dst)
+
+
+# --------------------------------------------------------------------------- bad input, in-process
+
+
+def _flip(data: bytes, positions: range | list[int]) -> bytes:
+    flipped = bytearray(data)
+    for position in positions:
+        flipped[position] ^= 0xFF
+    return bytes(flipped)
+
+
+def _footer_start(data: bytes) -> int:
+    return len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+
+
+GOOD = parquet_bytes(sample_table(ROWS))
+UNCOMPRESSED = parquet_bytes(sample_table(ROWS), compression="none")
+NOT_PARQUET = "not a readable Parquet file"
+
+BAD_FILES: dict[str, tuple[bytes, str]] = {
+    "random-bytes": (random.Random(0).randbytes(4096), NOT_PARQUET),
+    "empty-file": (b"", NOT_PARQUET),
+    "csv-renamed-to-parquet": (b"id,name\n1,alice\n2,bob\n", NOT_PARQUET),
+    "truncated-to-1-byte": (GOOD[:1], NOT_PARQUET),
+    "truncated-to-4-bytes": (GOOD[:4], NOT_PARQUET),
+    "truncated-to-12-bytes": (GOOD[:12], NOT_PARQUET),
+    "truncated-in-half": (GOOD[: len(GOOD) // 2], NOT_PARQUET),
+    "truncated-inside-footer": (GOOD[: _footer_start(GOOD) + 10], NOT_PARQUET),
+    "truncated-by-1-byte": (GOOD[:-1], NOT_PARQUET),
+    "flipped-footer-start": (_flip(GOOD, range(_footer_start(GOOD), _footer_start(GOOD) + 4)), NOT_PARQUET),
+    "flipped-footer-middle": (_flip(GOOD, range(_footer_start(GOOD) + 40, _footer_start(GOOD) + 72)), NOT_PARQUET),
+    "flipped-footer-length": (_flip(GOOD, [len(GOOD) - 5]), NOT_PARQUET),
+    "flipped-end-magic": (_flip(GOOD, [len(GOOD) - 1]), NOT_PARQUET),
+    "flipped-page-header": (_flip(UNCOMPRESSED, [4]), "row group 0 is unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_an_unreadable_src_fails_cleanly(run_cli: RunCli, tmp_path: Path, dst: Path, case: str) -> None:
+    content, problem = BAD_FILES[case]
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(content)
+
+    result = run_cli(bad, dst)
+
+    assert_clean_failure(result, dst, f"error: {bad}: ", problem)
+
+
+def test_a_failed_run_leaves_an_existing_dst_untouched(run_cli: RunCli, tmp_path: Path, dst: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(GOOD[:100])
+    dst.write_bytes(b"previous result")
+
+    result = run_cli(bad, dst)
+
+    assert result.code == 2
+    assert dst.read_bytes() == b"previous result"
+    assert partial_files(dst.parent) == []
+
+
+def test_a_missing_src_fails_cleanly(run_cli: RunCli, tmp_path: Path, dst: Path) -> None:
+    missing = tmp_path / "missing.parquet"
+
+    assert_clean_failure(run_cli(missing, dst), dst, str(missing), "No such file or directory")
+
+
+def test_a_src_that_is_a_directory_fails_cleanly(run_cli: RunCli, tmp_path: Path, dst: Path) -> None:
+    folder = tmp_path / "folder.parquet"
+    folder.mkdir()
+
+    assert_clean_failure(run_cli(folder, dst), dst, str(folder), "is a directory")
+
+
+def test_a_dst_in_a_missing_folder_fails_cleanly_naming_it(run_cli: RunCli, src: Path, tmp_path: Path) -> None:
+    target = tmp_path / "no-such-folder" / "result.parquet"
+
+    result = run_cli(src, target)
+
+    assert_clean_failure(result, target, f"error: {target}: ", "does not exist")
+    assert ".partial" not in result.err
+
+
+def test_a_dst_that_is_a_directory_fails_cleanly_naming_it(run_cli: RunCli, src: Path, dst: Path) -> None:
+    dst.mkdir()
+
+    result = run_cli(src, dst)
+
+    assert result.code == 2
+    assert len(result.err_lines) == 1, result.err
+    assert f"error: {dst}: " in result.err
+    assert "folder" in result.err
+    assert "Traceback" not in result.err
+    assert partial_files(dst.parent) == []
+
+
+def test_a_column_that_does_not_exist_fails_cleanly(run_cli: RunCli, src: Path, dst: Path) -> None:
+    result = run_cli(src, dst, "--columns", "id,nope")
+
+    assert_clean_failure(result, dst, str(src), "has no column 'nope'")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        pytest.param("--level", "0", "must be from 1 to 22, got 0", id="level-0"),
+        pytest.param("--level", "23", "must be from 1 to 22, got 23", id="level-23"),
+        pytest.param("--level", "abc", "must be a whole number from 1 to 22, got 'abc'", id="level-abc"),
+        pytest.param("--columns", "id,id", "names a column twice: 'id'", id="columns-twice"),
+        pytest.param("--row-group-size", "many", "must be a whole number, got 'many'", id="row-group-size-word"),
+    ],
+)
+def test_a_bad_option_fails_cleanly_naming_the_option(
+    run_cli: RunCli, src: Path, dst: Path, option: str, value: str, problem: str
+) -> None:
+    result = run_cli(src, dst, option, value)
+
+    assert_clean_failure(result, dst, f"error: argument {option}: {problem}")
+
+
+def test_a_missing_argument_is_one_line_too(run_cli: RunCli, src: Path) -> None:
+    result = run_cli(src)
+
+    assert result.code == 2
+    assert len(result.err_lines) == 1, result.err
+    assert "DST" in result.err
+
+
+def test_a_bad_setting_fails_cleanly_naming_it(
+    run_cli: RunCli, src: Path, dst: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECOMPRESS_ZSTD_LEVEL", "abc")
+
+    assert_clean_failure(run_cli(src, dst), dst, "RECOMPRESS_ZSTD_LEVEL", "must be a whole number")
+
+
+def test_a_bad_transform_setting_leaves_no_partial_file(
+    run_cli: RunCli, src: Path, dst: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECOMPRESS_TRANSFORM", "no_such_module_for_tests:f")
+
+    assert_clean_failure(run_cli(src, dst), dst, "RECOMPRESS_TRANSFORM", "cannot import module")
+
+
+# --------------------------------------------------------------------------- parse_location
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run with ``tmp_path`` as the working folder, which holds ``box/`` and ``box/here.parquet``."""
+    (tmp_path / "box").mkdir(exist_ok=True)
+    (tmp_path / "box" / "here.parquet").write_bytes(b"")
+    (tmp_path / "plainfile").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["/abs/path/file.parquet", "./box/file.parquet", "../elsewhere/file.parquet", "~/file.parquet",
+     "file.parquet", ".\\box\\file.parquet"],
+)
+def test_paths_with_a_local_prefix_or_no_folder_are_local(in_tmp: Path, text: str) -> None:
+    location = cli.parse_location(text)
+
+    assert not location.is_blob
+    assert location.container is None
+    assert location.blob is None
+
+
+def test_a_tilde_is_expanded_to_the_home_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    assert cli.parse_location("~/data/x.parquet").text == str(tmp_path / "data" / "x.parquet")
+
+
+def test_an_existing_relative_src_is_local(in_tmp: Path) -> None:
+    assert not cli.parse_location("box/here.parquet").is_blob
+
+
+def test_a_missing_relative_src_stays_local_when_its_folder_exists(in_tmp: Path) -> None:
+    location = cli.parse_location("box/missing.parquet")
+
+    assert not location.is_blob, "a typo in a local file name must say 'not found', not reach for storage"
+
+
+@pytest.mark.parametrize("text", ["box/new.parquet", "box/deeper/new.parquet"])
+def test_a_dst_whose_first_folder_exists_is_local(in_tmp: Path, text: str) -> None:
+    assert not cli.parse_location(text).is_blob
+
+
+def test_container_slash_blob_with_no_such_local_folder_names_a_blob(in_tmp: Path) -> None:
+    location = cli.parse_location("input/2024/01/data.parquet")
+
+    assert location.is_blob
+    assert (location.container, location.blob) == ("input", "2024/01/data.parquet")
+    assert location.text == "input/2024/01/data.parquet"
+
+
+def test_a_first_part_that_is_a_file_not_a_folder_names_a_blob(in_tmp: Path) -> None:
+    location = cli.parse_location("plainfile/x.parquet")
+
+    assert (location.container, location.blob) == ("plainfile", "x.parquet")
+
+
+def test_the_az_scheme_always_names_a_blob(in_tmp: Path) -> None:
+    location = cli.parse_location("az://box/here.parquet")
+
+    assert (location.container, location.blob) == ("box", "here.parquet")
+    assert location.text == "az://box/here.parquet"
+
+
+@pytest.mark.parametrize("text", ["az://box", "az://box/", "az:///blob.parquet", "az://"])
+def test_an_az_name_without_container_and_blob_is_an_input_error(text: str) -> None:
+    with pytest.raises(InputError, match="names no blob; use container/blob") as caught:
+        cli.parse_location(text)
+
+    assert str(caught.value).startswith(f"{text}: ")

@@ -1,0 +1,543 @@
+"""The engine rewrites any Parquet file as zstd without changing what a reader sees.
+
+"Lossless" here means: reading the output with pyarrow gives the same schema,
+key-value metadata and values as reading the input. Everything runs in memory
+through ``shared.pipeline.recompress_bytes`` (what the HTTP route uses) or
+``shared.engine.recompress`` directly; no storage is involved.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import io
+import json
+import math
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared import engine
+from shared.errors import NotParquetError, OptionError, UnsupportedError, VerificationError
+from shared.pipeline import recompress_bytes
+from shared.report import Report
+from shared.settings import DEFAULT_LEVEL, Settings
+from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
+
+# --------------------------------------------------------------------------- helpers
+
+
+def recompressed(data: bytes, settings: Settings | None = None) -> tuple[bytes, Report]:
+    """Run the in-memory pipeline and return the output file and its report."""
+    buffer, report = recompress_bytes(data, settings or Settings())
+    return buffer.to_pybytes(), report
+
+
+def assert_lossless_zstd(data: bytes, settings: Settings | None = None) -> bytes:
+    """Recompress ``data``; check the output reads back identically, is all zstd and is reported as such."""
+    settings = settings or Settings()
+    output, report = recompressed(data, settings)
+    assert_same_data(data, output)
+    assert codec_of(output) == {"ZSTD"}
+    assert report.codec == "zstd"
+    assert report.level == settings.zstd_level
+    assert report.rows == metadata_of(data).num_rows
+    assert report.bytes_in == len(data)
+    assert report.bytes_out == len(output)
+    return output
+
+
+def metadata_of(data: bytes) -> pq.FileMetaData:
+    return pq.ParquetFile(pa.BufferReader(data)).metadata
+
+
+def read(data: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data))
+
+
+def row_group_sizes(data: bytes) -> list[int]:
+    meta = metadata_of(data)
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def one_column(array: pa.Array, name: str = "value") -> pa.Table:
+    return pa.table({name: array})
+
+
+# --------------------------------------------------------------------------- codecs and encodings
+
+CODECS = ["snappy", "gzip", "brotli", "lz4", "zstd", "none"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_input_codec_becomes_zstd_with_the_same_data(codec: str) -> None:
+    data = parquet_bytes(sample_table(), compression=codec)
+    assert codec_of(data) == {"UNCOMPRESSED" if codec == "none" else codec.upper()}
+
+    assert_lossless_zstd(data)
+
+
+@pytest.mark.parametrize("data_page_version", ["1.0", "2.0"], ids=["pages-v1", "pages-v2"])
+@pytest.mark.parametrize("use_dictionary", [True, False], ids=["dictionary", "plain"])
+def test_page_versions_and_encodings_round_trip(data_page_version: str, use_dictionary: bool) -> None:
+    data = parquet_bytes(sample_table(), data_page_version=data_page_version, use_dictionary=use_dictionary)
+
+    assert_lossless_zstd(data)
+
+
+@pytest.mark.parametrize("level", [1, DEFAULT_LEVEL, 22])
+def test_the_configured_level_is_used_and_reported(level: int) -> None:
+    data = parquet_bytes(sample_table())
+
+    assert_lossless_zstd(data, Settings(zstd_level=level))
+
+
+def test_the_level_reaches_the_encoder() -> None:
+    # Sizes are not monotonic in the level (on this table level 19 writes a larger file than level 1),
+    # so the check is only that a different level encodes differently.
+    data = parquet_bytes(sample_table(5000))
+
+    fast, _ = recompressed(data, Settings(zstd_level=1))
+    strong, _ = recompressed(data, Settings(zstd_level=19))
+
+    assert fast != strong
+    assert_same_data(fast, strong)
+
+
+# --------------------------------------------------------------------------- column types
+
+
+def _typed_tables() -> list[object]:
+    """One table per family of Arrow types, each with nulls where the type allows them."""
+    struct = pa.struct([("a", pa.int32()), ("b", pa.string())])
+    cases: dict[str, pa.Table] = {
+        "list": one_column(pa.array([[1, 2], None, [], [None]], pa.list_(pa.int32()))),
+        "large-list": one_column(pa.array([[1, 2], None, [], [None]], pa.large_list(pa.int64()))),
+        "fixed-size-list": one_column(pa.array([[1, 2], None, [3, None]], pa.list_(pa.int32(), 2))),
+        "list-of-lists": one_column(pa.array([[[1], [], None], None, [[2, 3]]], pa.list_(pa.list_(pa.int8())))),
+        "struct": one_column(pa.array([{"a": 1, "b": "x"}, None, {"a": None, "b": None}], struct)),
+        "struct-of-list": one_column(
+            pa.array([{"xs": [1, 2]}, {"xs": None}, None], pa.struct([("xs", pa.list_(pa.int64()))]))
+        ),
+        "map": one_column(pa.array([[("a", 1)], None, [], [("b", None), ("c", 3)]], pa.map_(pa.string(), pa.int32()))),
+        "list-of-struct": one_column(pa.array([[{"a": 1, "b": "x"}], None, [], [None, {"a": None, "b": "y"}]],
+                                              pa.list_(struct))),
+        "decimal128": one_column(pa.array([decimal.Decimal("1.23"), None, decimal.Decimal("-99999.99")],
+                                          pa.decimal128(7, 2))),
+        "decimal128-38": one_column(pa.array([decimal.Decimal("9" * 28 + ".1234567890"), None], pa.decimal128(38, 10))),
+        "decimal256": one_column(pa.array([decimal.Decimal("1." + "1" * 60), None, decimal.Decimal("-2." + "0" * 60)],
+                                          pa.decimal256(70, 60))),
+        "float16": one_column(pa.array(np.array([1.5, -0.0, 65504, np.inf, np.nan], dtype=np.float16), pa.float16())),
+        "float16-with-nulls": one_column(pa.array([np.float16(0.5), None, np.float16(-2)], pa.float16())),
+        "dictionary-string": one_column(pa.array(["a", None, "b", "a"]).dictionary_encode()),
+        "dictionary-int8-indices": one_column(
+            pa.DictionaryArray.from_arrays(pa.array([0, 1, None, 0], pa.int8()), pa.array(["x", "y"]))
+        ),
+        "string": one_column(pa.array(["a", None, "é", ""], pa.string())),
+        "large-string": one_column(pa.array(["a", None, "é", ""], pa.large_string())),
+        "string-view": one_column(pa.array(["a", None, "é", ""], pa.string_view())),
+        "binary": one_column(pa.array([b"a", None, b"\x00\xff", b""], pa.binary())),
+        "large-binary": one_column(pa.array([b"a", None, b"\x00\xff", b""], pa.large_binary())),
+        "fixed-size-binary": one_column(pa.array([b"ab", None, b"\x00\x01"], pa.binary(2))),
+        "date32": one_column(pa.array([0, None, -719162, 2932896], pa.date32())),
+        "date64": one_column(pa.array([0, None, 86_400_000], pa.date64())),
+        "time32-s": one_column(pa.array([0, None, 86_399], pa.time32("s"))),
+        "time32-ms": one_column(pa.array([0, None, 86_399_999], pa.time32("ms"))),
+        "time64-us": one_column(pa.array([0, None, 86_399_999_999], pa.time64("us"))),
+        "time64-ns": one_column(pa.array([0, None, 86_399_999_999_999], pa.time64("ns"))),
+        "boolean": one_column(pa.array([True, None, False, True])),
+        "int8": one_column(pa.array([-128, None, 127], pa.int8())),
+        "uint64": one_column(pa.array([0, None, 2**64 - 1], pa.uint64())),
+        "null-type": one_column(pa.array([None, None], pa.null())),
+        "uuid-extension": one_column(pa.array([b"0" * 16, None], pa.uuid())),
+        "json-extension": one_column(pa.array(['{"a": 1}', None], pa.json_())),
+    }
+    for unit in ("s", "ms", "us", "ns"):
+        cases[f"duration-{unit}"] = one_column(pa.array([0, None, -17, 2**40], pa.duration(unit)))
+        cases[f"timestamp-{unit}-naive"] = one_column(pa.array([0, None, 1_700_000_000], pa.timestamp(unit)))
+        for tz in ("UTC", "Europe/Amsterdam", "+05:30"):
+            cases[f"timestamp-{unit}-{tz}"] = one_column(pa.array([0, None, 1_700_000_000], pa.timestamp(unit, tz=tz)))
+    return [pytest.param(table, id=name) for name, table in cases.items()]
+
+
+@pytest.mark.parametrize("table", _typed_tables())
+def test_every_column_type_round_trips(table: pa.Table) -> None:
+    data = parquet_bytes(table)
+
+    output = assert_lossless_zstd(data)
+
+    assert read(output).schema.field(0).type == read(data).schema.field(0).type
+
+
+def test_a_dictionary_column_stays_dictionary_encoded() -> None:
+    data = parquet_bytes(one_column(pa.array(["red", "green", None, "red"] * 50).dictionary_encode(), "colour"))
+
+    output = assert_lossless_zstd(data)
+
+    assert pa.types.is_dictionary(read(output).schema.field("colour").type)
+
+
+def test_nan_null_infinity_and_negative_zero_survive_in_floats() -> None:
+    values = [1.0, math.nan, None, math.inf, -math.inf, -0.0]
+    table = pa.table({"f64": pa.array(values, pa.float64()), "f32": pa.array(values, pa.float32())})
+
+    output = assert_lossless_zstd(parquet_bytes(table))
+
+    for name in ("f64", "f32"):
+        got = read(output)[name].to_pylist()
+        assert got[2] is None
+        assert math.isnan(got[1])
+        assert got[5] == 0.0
+        assert math.copysign(1.0, got[5]) == -1.0, f"{name}: -0.0 lost its sign"
+
+
+# --------------------------------------------------------------------------- INT96 timestamps
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_int96_timestamps_read_the_same_and_stay_int96(unit: str) -> None:
+    scale = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+    table = one_column(pa.array([0, None, 1_700_000_000 * scale, -86_400 * scale], pa.timestamp(unit)))
+    data = parquet_bytes(table, use_deprecated_int96_timestamps=True)
+    assert pq.ParquetFile(pa.BufferReader(data)).schema.column(0).physical_type == "INT96"
+
+    output = assert_lossless_zstd(data)
+
+    assert pq.ParquetFile(pa.BufferReader(output)).schema.column(0).physical_type == "INT96"
+
+
+def test_int96_timestamps_outside_the_nanosecond_range_keep_their_value() -> None:
+    # Warehouses use 0001-01-01 and 9999-12-31 as sentinels; at nanosecond precision they would wrap around.
+    moments = [datetime.datetime(1, 1, 1), datetime.datetime(9999, 12, 31), datetime.datetime(2020, 1, 1)]
+    data = parquet_bytes(one_column(pa.array(moments, pa.timestamp("us"))), use_deprecated_int96_timestamps=True)
+
+    output, _ = recompressed(data)
+
+    back = pq.read_table(pa.BufferReader(output), coerce_int96_timestamp_unit="us")
+    assert back["value"].to_pylist() == moments
+
+
+def test_int96_timestamps_keep_their_nanoseconds() -> None:
+    nanos = [1_700_000_000_123_456_789, -86_400, None]
+    data = parquet_bytes(one_column(pa.array(nanos, pa.timestamp("ns"))), use_deprecated_int96_timestamps=True)
+
+    output, _ = recompressed(data)
+
+    assert read(output)["value"].cast(pa.int64()).to_pylist() == nanos
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def test_a_table_with_a_schema_but_no_rows_keeps_its_schema() -> None:
+    table = sample_table().slice(0, 0)
+    data = parquet_bytes(table)
+    assert metadata_of(data).num_rows == 0
+
+    output, report = recompressed(data)
+
+    assert_same_data(data, output)
+    assert report.rows == 0
+    assert metadata_of(output).num_rows == 0
+
+
+def test_a_file_with_zero_row_groups_gives_a_valid_file_with_the_same_schema() -> None:
+    schema = sample_table().schema
+    sink = io.BytesIO()
+    pq.ParquetWriter(sink, schema).close()
+    data = sink.getvalue()
+    assert metadata_of(data).num_row_groups == 0
+
+    output, report = recompressed(data)
+
+    assert_same_data(data, output)
+    assert metadata_of(output).num_row_groups == 0
+    assert report.level == DEFAULT_LEVEL
+
+
+def test_a_table_with_zero_columns_round_trips() -> None:
+    data = parquet_bytes(pa.table({}))
+    assert metadata_of(data).num_columns == 0
+
+    output, report = recompressed(data)
+
+    assert metadata_of(output).num_columns == 0
+    assert read(output).num_columns == 0
+    assert report.rows == read(data).num_rows
+
+
+def test_many_small_row_groups_are_coalesced_without_changing_values() -> None:
+    data = parquet_bytes(sample_table(1000), row_group_size=20)
+    assert metadata_of(data).num_row_groups == 50
+
+    output = assert_lossless_zstd(data)
+
+    assert metadata_of(output).num_row_groups < 50
+    assert row_group_sizes(output) == [1000]
+
+
+def test_row_group_size_setting_caps_output_row_groups() -> None:
+    data = parquet_bytes(sample_table(1000), row_group_size=70)
+
+    output = assert_lossless_zstd(data, Settings(row_group_size=300))
+
+    assert row_group_sizes(output) == [300, 300, 300, 100]
+
+
+def test_a_wide_table_with_600_columns_round_trips() -> None:
+    table = pa.table({f"c{i:03}": pa.array([i, None, -i], pa.int64()) for i in range(600)})
+
+    output = assert_lossless_zstd(parquet_bytes(table))
+
+    assert read(output).column_names == table.column_names
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_file_and_field_metadata_are_preserved() -> None:
+    schema = pa.schema(
+        [pa.field("distance", pa.float64(), metadata={"unit": "m"}), pa.field("name", pa.string())],
+        metadata={"origin": "tests", "owner": "data-team"},
+    )
+    table = pa.table({"distance": [1.5, None], "name": ["a", "b"]}, schema=schema)
+
+    output = assert_lossless_zstd(parquet_bytes(table))
+
+    written = pq.read_schema(pa.BufferReader(output))
+    assert written.field("distance").metadata == {b"unit": b"m"}
+    assert written.metadata is not None
+    assert {b"origin": b"tests", b"owner": b"data-team"}.items() <= written.metadata.items()
+    assert {b"origin", b"owner"} <= set(metadata_of(output).metadata or {})
+
+
+# --------------------------------------------------------------------------- files from other writers
+
+
+def polars_frame() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "a": [1, None, 3],
+            "s": ["x", None, "z"],
+            "l": [[1], [], None],
+            "t": [datetime.datetime(2020, 1, 1), None, datetime.datetime(2021, 1, 1)],
+            "dec": [decimal.Decimal("1.5"), None, decimal.Decimal("2.25")],
+            "st": [{"x": 1, "y": "a"}, None, {"x": None, "y": None}],
+            "cat": pl.Series(["a", "b", "a"], dtype=pl.Categorical),
+            "enum": pl.Series(["a", "b", "a"], dtype=pl.Enum(["a", "b"])),
+        }
+    )
+
+
+@pytest.mark.parametrize("compression", ["snappy", "uncompressed", "zstd"])
+def test_a_polars_file_round_trips_and_reads_back_in_polars(compression: str, tmp_path: Path) -> None:
+    frame = polars_frame()
+    path = tmp_path / "polars.parquet"
+    frame.write_parquet(path, compression=compression)  # type: ignore[arg-type]
+    data = path.read_bytes()
+
+    output = assert_lossless_zstd(data)
+
+    back = pl.read_parquet(io.BytesIO(output))
+    assert back.schema == frame.schema
+    assert back.equals(frame)
+
+
+DUCKDB_QUERY = """
+    SELECT i AS id, i::VARCHAR AS s, CASE WHEN i % 3 = 0 THEN NULL ELSE i * 1.5 END AS f,
+           [i, i + 1] AS l, {'a': i, 'b': 'x'} AS st, MAP {'k': i} AS m, [{'q': i}] AS ls,
+           i::DECIMAL(18, 3) AS dec, 1.5::DECIMAL(38, 10) AS wide_dec,
+           TIMESTAMPTZ '2020-01-01 00:00:00+00' + INTERVAL (i) SECOND AS tz,
+           TIMESTAMP_NS '2020-01-01' AS tns, DATE '2020-01-01' + i::INTEGER AS dt, TIME '01:02:03' AS tm,
+           uuid() AS u, i::HUGEINT AS h, i::UBIGINT AS ub, (i % 256)::UTINYINT AS ut, i::FLOAT AS fl,
+           (i % 2 = 0) AS b, 'x'::BLOB AS bl, '{"a": 1}'::JSON AS js
+    FROM range(2000) t(i)
+"""
+
+
+def duckdb_file(path: Path, query: str = DUCKDB_QUERY, options: str = "") -> bytes:
+    with duckdb.connect() as con:
+        con.execute(f"COPY ({query}) TO '{path}' (FORMAT PARQUET{options})")
+    return path.read_bytes()
+
+
+def test_a_duckdb_file_keeps_its_values_and_arrow_types(tmp_path: Path) -> None:
+    data = duckdb_file(tmp_path / "duck.parquet")
+
+    output, report = recompressed(data)
+
+    want, got = read(data), read(output)
+    assert got.schema.equals(want.schema, check_metadata=False), f"{got.schema}\n!=\n{want.schema}"
+    assert got.equals(want)
+    assert codec_of(output) == {"ZSTD"}
+    assert report.rows == 2000
+
+
+def test_a_duckdb_file_reads_back_in_duckdb_with_the_same_rows(tmp_path: Path) -> None:
+    source = tmp_path / "duck.parquet"
+    data = duckdb_file(source)
+    target = tmp_path / "out.parquet"
+    target.write_bytes(recompressed(data)[0])
+
+    with duckdb.connect() as con:
+        differing = con.execute(
+            "SELECT count(*) FROM (SELECT * FROM read_parquet($1) EXCEPT ALL SELECT * FROM read_parquet($2))",
+            [str(source), str(target)],
+        ).fetchone()
+        in_types = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(source)]).fetchall()
+        out_types = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(target)]).fetchall()
+    assert differing == (0,)
+    assert [row[:2] for row in out_types] == [row[:2] for row in in_types]
+
+
+def test_a_duckdb_file_keeps_its_key_value_metadata(tmp_path: Path) -> None:
+    data = duckdb_file(tmp_path / "duck.parquet", "SELECT 1 AS a", ", KV_METADATA {origin: 'tests'}")
+    assert (metadata_of(data).metadata or {}).get(b"origin") == b"tests"
+
+    output, _ = recompressed(data)
+
+    assert (metadata_of(output).metadata or {}).get(b"origin") == b"tests"
+
+
+def test_a_parquet_interval_column_is_refused_rather_than_changed(tmp_path: Path) -> None:
+    # Arrow reads INTERVAL as 12-byte binary and cannot write the annotation back (DuckDB would see BLOB).
+    data = duckdb_file(tmp_path / "duck.parquet", "SELECT i AS id, INTERVAL (i) DAY AS iv FROM range(3) t(i)")
+
+    with pytest.raises(UnsupportedError) as caught:
+        recompressed(data)
+
+    assert "'iv'" in str(caught.value)
+    assert "INTERVAL" in str(caught.value)
+
+
+def test_a_pandas_file_keeps_its_pandas_metadata_and_dtypes() -> None:
+    frame = pd.DataFrame(
+        {
+            "count": pd.array([1, None, 3], dtype="Int64"),
+            "flag": pd.array([True, None, False], dtype="boolean"),
+            "label": ["a", None, "c"],
+            "x": [1.0, None, 2.5],
+            "kind": pd.Categorical(["p", "q", "p"]),
+            "at": pd.to_datetime(["2020-01-01", "NaT", "2021-06-30"]).tz_localize("Europe/Paris"),
+        },
+        index=pd.Index([10, 20, 30], name="row"),
+    )
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, compression="gzip")
+    data = buffer.getvalue()
+
+    output = assert_lossless_zstd(data)
+
+    def pandas_metadata(file: bytes) -> object:
+        metadata = pq.read_schema(pa.BufferReader(file)).metadata or {}
+        return json.loads(metadata[b"pandas"])
+
+    assert pandas_metadata(output) == pandas_metadata(data)
+    back = pd.read_parquet(io.BytesIO(output))
+    assert back.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert back["count"].dtype == "Int64"
+    pd.testing.assert_frame_equal(back, frame)
+
+
+# --------------------------------------------------------------------------- column selection
+
+
+def test_selected_columns_are_kept_in_the_order_given() -> None:
+    data = parquet_bytes(sample_table())
+
+    output, report = recompressed(data, Settings(columns=("x", "id", "name")))
+
+    got = read(output)
+    assert got.column_names == ["x", "id", "name"]
+    assert got.equals(read(data).select(["x", "id", "name"]))
+    assert got.schema.metadata == {b"origin": b"tests"}
+    assert codec_of(output) == {"ZSTD"}
+    assert report.rows == 1000
+
+
+def test_selecting_a_nested_column_keeps_the_whole_column() -> None:
+    struct = pa.array([{"a": 1, "b": "x"}, None], pa.struct([("a", pa.int32()), ("b", pa.string())]))
+    data = parquet_bytes(pa.table({"id": [1, 2], "s": struct}))
+
+    output, _ = recompressed(data, Settings(columns=("s",)))
+
+    assert read(output).equals(read(data).select(["s"]))
+
+
+def test_an_unknown_column_is_an_option_error_naming_it() -> None:
+    data = parquet_bytes(sample_table())
+
+    with pytest.raises(OptionError) as caught:
+        recompressed(data, Settings(columns=("id", "nope")))
+
+    message = str(caught.value)
+    assert "'nope'" in message
+    assert "'id'" not in message
+    assert "\n" not in message
+
+
+# --------------------------------------------------------------------------- the engine itself
+
+
+def test_engine_reports_rows_row_groups_and_schema() -> None:
+    data = parquet_bytes(sample_table(1000), row_group_size=100)
+    sink = pa.BufferOutputStream()
+
+    outcome = engine.recompress(pa.BufferReader(data), sink, engine.Options(level=5, row_group_size=400))
+
+    output = sink.getvalue().to_pybytes()
+    assert_same_data(data, output)
+    assert codec_of(output) == {"ZSTD"}
+    assert outcome.rows_read == outcome.rows_written == 1000
+    assert outcome.row_groups_written == 3
+    assert outcome.schema.equals(read(data).schema)
+
+
+def test_engine_reports_progress_once_per_input_row_group() -> None:
+    data = parquet_bytes(sample_table(1000), row_group_size=300)
+    seen: list[int] = []
+
+    engine.recompress(pa.BufferReader(data), pa.BufferOutputStream(), engine.Options(level=1), progress=seen.append)
+
+    assert seen == [300, 300, 300, 100]
+
+
+def test_engine_refuses_bytes_that_are_not_parquet() -> None:
+    with pytest.raises(NotParquetError, match=r"^upload\.bin: not a readable Parquet file"):
+        engine.recompress(pa.BufferReader(b"not parquet at all"), pa.BufferOutputStream(), engine.Options(level=3),
+                          name="upload.bin")
+
+
+def test_verification_fails_when_rows_go_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    original_add = engine._CoalescingWriter.add
+
+    def drop_last_row(self: engine._CoalescingWriter, table: pa.Table) -> None:
+        original_add(self, table.slice(0, table.num_rows - 1))
+
+    monkeypatch.setattr(engine._CoalescingWriter, "add", drop_last_row)
+    data = parquet_bytes(sample_table(1000), row_group_size=500)
+
+    with pytest.raises(VerificationError, match="wrote 998 rows but read 1000"):
+        engine.recompress(pa.BufferReader(data), pa.BufferOutputStream(), engine.Options(level=3))
+    with pytest.raises(VerificationError):
+        recompressed(data)
+
+
+def test_verification_compares_the_footer_with_what_was_written() -> None:
+    table = sample_table(10)
+    metadata = metadata_of(parquet_bytes(table))
+    too_many_rows = engine.Outcome(rows_read=10, rows_written=11, row_groups_written=1, schema=table.schema)
+    fewer_columns = engine.Outcome(rows_read=10, rows_written=10, row_groups_written=1,
+                                   schema=table.select(["id"]).schema)
+
+    with pytest.raises(VerificationError, match="footer holds 10 rows, expected 11"):
+        engine.verify(too_many_rows, metadata, expect_rows=None, name="f")
+    with pytest.raises(VerificationError, match="footer holds 5 columns, expected 1"):
+        engine.verify(fewer_columns, metadata, expect_rows=10, name="f")
+    engine.verify(engine.Outcome(10, 10, 1, table.schema), metadata, expect_rows=10, name="f")
