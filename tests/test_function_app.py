@@ -299,3 +299,15 @@ def _column_names(data: bytes) -> list[str]:
     import pyarrow.parquet as pq
 
     return list(pq.ParquetFile(pa.BufferReader(data)).schema_arrow.names)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../output/x.parquet", "https://evil.example/input/x.parquet", "bad\u0000name", "x" * 1025, "/abs.parquet"],
+    ids=["dotdot", "url", "control-char", "too-long", "absolute"],
+)
+def test_process_route_refuses_names_outside_the_input_container_with_400(host: RunningHost, name: str) -> None:
+    response = host.request("POST", "/api/process", json.dumps({"blob": name}).encode())
+
+    assert response.status == 400
+    assert response.json()["error"].startswith("blob name: ")

@@ -1,0 +1,149 @@
+"""Blob processing is idempotent and race-safe: at-least-once delivery yields exactly one output."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from devhost.azurite import Azurite, connection_string, free_port
+from shared import pipeline
+from shared.errors import InputError
+from shared.report import Report
+from shared.settings import STORAGE_CONNECTION, Settings
+from tests.faults import Fault, FaultProxy
+from tests.helpers import assert_same_data, parquet_bytes, sample_table
+
+
+def upload(container: ContainerClient, name: str, data: bytes) -> None:
+    container.get_blob_client(name).upload_blob(data, overwrite=True)
+
+
+def output(container: ContainerClient, name: str) -> bytes:
+    return bytes(container.get_blob_client(name).download_blob().readall())
+
+
+def test_the_same_version_delivered_again_is_skipped_without_rewriting(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    upload(containers[0], "once.parquet", parquet_bytes(sample_table(100)))
+    source = containers[0].get_blob_client("once.parquet")
+
+    first = pipeline.process_blob(source, settings)
+    etag_after_first = containers[1].get_blob_client("once.parquet").get_blob_properties().etag
+    second = pipeline.process_blob(source, settings)
+
+    assert (first.status, second.status) == ("written", "skipped")
+    assert second.rows == 100
+    assert containers[1].get_blob_client("once.parquet").get_blob_properties().etag == etag_after_first
+
+
+def test_a_new_version_of_the_input_replaces_the_output(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    upload(containers[0], "v.parquet", parquet_bytes(sample_table(10)))
+    pipeline.process_blob(containers[0].get_blob_client("v.parquet"), settings)
+    newer = parquet_bytes(sample_table(25))
+    upload(containers[0], "v.parquet", newer)
+
+    report = pipeline.process_blob(containers[0].get_blob_client("v.parquet"), settings)
+
+    assert report.status == "written"
+    assert_same_data(newer, output(containers[1], "v.parquet"))
+
+
+def test_many_runs_of_one_version_at_once_publish_exactly_once(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    data = parquet_bytes(sample_table(20_000))
+    upload(containers[0], "race.parquet", data)
+    wide_open = settings.with_overrides(max_concurrent_files=16, block_size=64 * 1024)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reports = list(pool.map(
+            lambda _: pipeline.process_blob(containers[0].get_blob_client("race.parquet"), wide_open), range(8)
+        ))
+
+    statuses = Counter(r.status for r in reports)
+    assert statuses["written"] == 1, statuses
+    assert statuses["skipped"] == 7, statuses
+    assert_same_data(data, output(containers[1], "race.parquet"))
+
+
+def test_an_input_overwritten_while_it_is_processed_never_publishes_the_old_version(
+    azurite: Azurite, storage_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    proxy = FaultProxy(azurite.blob_port)
+    try:
+        settings = Settings.from_env({**storage_env, STORAGE_CONNECTION: connection_string(proxy.port, free_port()),
+                                      "RECOMPRESS_BLOCK_SIZE": "64KiB"})
+        old, new = parquet_bytes(sample_table(30_000)), parquet_bytes(sample_table(31_000))
+        upload(containers[0], "moving.parquet", old)
+        proxy.faults = [Fault("PUT", "comp=block&", "delay", seconds=1.0)]  # hold the first run mid-write
+        service = BlobServiceClient.from_connection_string(settings.env[STORAGE_CONNECTION])
+        results: list[Report] = []
+        worker = threading.Thread(target=lambda: results.append(
+            pipeline.process_blob(service.get_blob_client(containers[0].container_name, "moving.parquet"), settings)))
+        worker.start()
+        while proxy.injected == 0:
+            assert worker.is_alive()
+            threading.Event().wait(0.01)
+        upload(containers[0], "moving.parquet", new)  # the re-upload lands mid-run
+        worker.join(timeout=60)
+
+        assert results[0].status == "superseded"
+        with pytest.raises(ResourceNotFoundError):
+            containers[1].get_blob_client("moving.parquet").get_blob_properties()
+        latest = pipeline.process_blob(containers[0].get_blob_client("moving.parquet"), settings)
+        assert latest.status == "written"
+        assert_same_data(new, output(containers[1], "moving.parquet"))
+    finally:
+        proxy.stop()
+
+
+def test_the_source_is_kept_unless_deletion_is_asked_for(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    upload(containers[0], "keep.parquet", parquet_bytes(sample_table(5)))
+    upload(containers[0], "drop.parquet", parquet_bytes(sample_table(5)))
+
+    pipeline.process_blob(containers[0].get_blob_client("keep.parquet"), settings)
+    pipeline.process_blob(containers[0].get_blob_client("drop.parquet"), settings.with_overrides(delete_source=True))
+
+    names = {b.name for b in containers[0].list_blobs()}
+    assert names == {"keep.parquet"}
+    assert {b.name for b in containers[1].list_blobs()} == {"keep.parquet", "drop.parquet"}
+
+
+def test_a_quarantined_input_is_never_deleted_even_when_deletion_is_on(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    upload(containers[0], "junk.parquet", b"junk")
+
+    report = pipeline.process_blob(containers[0].get_blob_client("junk.parquet"),
+                                   settings.with_overrides(delete_source=True))
+
+    assert report.status == "quarantined"
+    assert output(containers[0], "junk.parquet") == b"junk"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../output/x.parquet", "a/../../b.parquet", "./x.parquet", "https://evil.example/x.parquet",
+     "/input/x.parquet", "a\\b.parquet", "bad\nname.parquet", "tab\tname", "x" * 1025, "   "],
+    ids=["dotdot", "nested-dotdot", "dot", "url", "absolute", "backslash", "newline", "tab", "too-long", "blank"],
+)
+def test_process_refuses_names_outside_the_input_container(name: str, settings: Settings) -> None:
+    with pytest.raises(InputError) as caught:
+        pipeline.process_named_blob(name, settings)
+    assert str(caught.value).startswith("blob name: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["a.parquet", "deep/er/a b.parquet", "x" * 1024, "ünïcode/файл.parquet"])
+def test_ordinary_names_pass_the_check(name: str) -> None:
+    assert pipeline.check_blob_name(name) == name
