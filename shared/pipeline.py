@@ -239,7 +239,8 @@ class BufferSink:
 def recompress_bytes(body: bytes, settings: Settings, name: str = "request body") -> tuple[pa.Buffer, Report]:
     """Recompress a whole file held in memory (the HTTP body) into memory."""
     sink = BufferSink()
-    report = run(pa.BufferReader(body), name, len(body), None, sink, settings, "response")
+    with _concurrency_slot(settings.max_concurrent_files):  # bodies share the per-process memory budget
+        report = run(pa.BufferReader(body), name, len(body), None, sink, settings, "response")
     assert sink.value is not None
     return sink.value, report
 
