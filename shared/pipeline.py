@@ -17,21 +17,24 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import pyarrow as pa
-from azure.core import MatchConditions
-from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared import engine
 from shared.errors import ConflictError, InputError, LimitError, NotFoundError, StorageError, VerificationError
 from shared.limits import Limits
-from shared.quarantine import quarantine
 from shared.report import CODEC, Report
 from shared.settings import Settings
-from shared.storage import BlockBlobSink, call, open_blob, properties_or_none, service_client
 from shared.transform import load_transform
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient, BlobServiceClient
+
+# The Azure SDK costs about 0.3 s of start-up, so the blob functions below import
+# shared.storage (and through it the SDK) when first called: local files and HTTP
+# bodies never pay for it.
 
 log = logging.getLogger("recompress")
 
@@ -100,6 +103,8 @@ def process_blob(source: BlobClient, settings: Settings, service: BlobServiceCli
     conditional commit lets only one run publish. Storage trouble raises, so
     the host retries later.
     """
+    from shared.storage import service_client
+
     service = service or service_client(settings)
     # Re-address the blob through our own client, so our retry policy and timeouts apply to
     # every request; the trigger's client carries the SDK defaults (15 s initial backoff).
@@ -110,11 +115,16 @@ def process_blob(source: BlobClient, settings: Settings, service: BlobServiceCli
 
 def process_named_blob(name: str, settings: Settings) -> Report:
     """The same as the trigger, for a blob named in an HTTP request."""
+    from shared.storage import service_client
+
     service = service_client(settings)
     return process_blob(service.get_blob_client(settings.input_container, check_blob_name(name)), settings, service)
 
 
 def _process(source: BlobClient, settings: Settings, service: BlobServiceClient) -> Report:
+    from shared.quarantine import quarantine
+    from shared.storage import call, properties_or_none
+
     env = settings.env
     subject = f"{source.container_name}/{source.blob_name}"
     target = service.get_blob_client(settings.output_container, source.blob_name)
@@ -152,6 +162,8 @@ class Superseded(StorageError):
 
 
 def _still_current(source: BlobClient, etag: str, env: Mapping[str, str]) -> None:
+    from shared.storage import properties_or_none
+
     current = properties_or_none(source, env)
     if current is None or str(current.etag) != etag:
         raise Superseded(f"{source.container_name}/{source.blob_name}",
@@ -174,6 +186,10 @@ def _not_written(subject: str, output: str, props: Any, existing: Any, settings:
 
 def delete_source(source: BlobClient, etag: str, env: Mapping[str, str]) -> None:
     """Opt-in clean-up: delete the input only if it is still the version just published."""
+    from azure.core import MatchConditions
+
+    from shared.storage import call
+
     subject = f"{source.container_name}/{source.blob_name}"
     try:
         call(subject, env, lambda: source.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified))
@@ -210,6 +226,8 @@ def blob_to_blob(source: BlobClient, target: BlobClient, settings: Settings,
                  progress: engine.Progress | None = None, *, replaces: str | None = "*",
                  precommit: Callable[[], None] | None = None) -> Report:
     """Recompress one blob into another; ``replaces`` makes the commit conditional (see BlockBlobSink)."""
+    from shared.storage import BlockBlobSink, open_blob
+
     opened = open_blob(source, settings)
     sink = BlockBlobSink(target, settings, replaces=replaces, precommit=precommit)
     return run(opened.file, opened.name, opened.size, opened.etag, sink, settings,
@@ -294,6 +312,8 @@ class _Counted:
 
 def ensure_containers(settings: Settings) -> None:
     """Create the input and output containers if missing (local runs and tests)."""
+    from shared.storage import call, service_client
+
     service = service_client(settings)
     for name in (settings.input_container, settings.output_container):
         container = service.get_container_client(name)
