@@ -16,6 +16,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared import pipeline
+from shared.engine import release_memory_promptly
 from shared.errors import (
     ConfigError,
     CredentialError,
@@ -31,6 +32,7 @@ from shared.storage import PARQUET_CONTENT_TYPE, check_storage
 log = logging.getLogger("recompress")
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+release_memory_promptly()
 
 # The trigger path is fixed when the host indexes the app, so the container is
 # read here; a bad name still fails clearly on the first run via Settings.

@@ -23,7 +23,7 @@ from typing import NoReturn
 import pyarrow as pa
 
 from shared import pipeline
-from shared.engine import Progress
+from shared.engine import Progress, release_memory_promptly
 from shared.errors import InputError, NotFoundError, RecompressError, StorageError, VerificationError
 from shared.report import Report
 from shared.settings import Settings, parse_columns, parse_level
@@ -121,6 +121,7 @@ def _columns(raw: str) -> tuple[str, ...] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    release_memory_promptly()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env().with_overrides(
@@ -178,7 +179,8 @@ def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progr
 def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress | None) -> Report:
     if path.is_dir():
         raise IsADirectoryError(21, "is a directory, expected a Parquet file", str(path))
-    source = pa.memory_map(str(path))  # raises FileNotFoundError naming the path
+    # A plain file, not a memory map: mapped pages would stay in the RSS. Raises FileNotFoundError naming it.
+    source = pa.OSFile(str(path))
     size = source.size()
     if dst.is_blob:
         from shared.storage import BlockBlobSink, service_client

@@ -54,7 +54,8 @@ def options_for(settings: Settings) -> engine.Options:
     transform = load_transform(settings.transform) if settings.transform else None
     limits = Limits(settings.max_columns, settings.max_nesting_depth, settings.max_rows,
                     settings.max_row_group_bytes, settings.deadline_seconds)
-    return engine.Options(settings.zstd_level, settings.row_group_size, settings.columns, transform, limits)
+    return engine.Options(settings.zstd_level, settings.row_group_size, settings.columns, transform, limits,
+                          settings.tune_encodings)
 
 
 def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: Sink, settings: Settings,
@@ -63,6 +64,9 @@ def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: S
     started = time.perf_counter()
     counted = _Counted(sink)
     try:
+        if size > settings.max_blob_size:
+            raise LimitError(source_name, f"is {size} bytes, over the limit of {settings.max_blob_size} "
+                                          "(RECOMPRESS_MAX_BLOB_SIZE)")
         options = options_for(settings)
         outcome = engine.recompress(source_file, counted, options, name=source_name, progress=progress)
         sink.commit(output_metadata(source_name, etag, size, outcome.rows_written, options.level))
@@ -283,6 +287,9 @@ class LocalFileSink:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._temp, 0o666 & ~umask)  # mkstemp makes 0600; an output is an ordinary file
         os.replace(self._temp, self.path)
 
     def abort(self) -> None:

@@ -65,6 +65,7 @@ class Settings:
     retry_total: int = 5
     retry_backoff: float = 1.0
     read_timeout: int = 120
+    tune_encodings: bool = True
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -96,6 +97,7 @@ class Settings:
             retry_total=reader.integer("RETRY_TOTAL", cls.retry_total, 0, 20),
             retry_backoff=reader.seconds("RETRY_BACKOFF", cls.retry_backoff),
             read_timeout=reader.integer("READ_TIMEOUT", cls.read_timeout, 1, 3600),
+            tune_encodings=reader.flag("TUNE_ENCODINGS", cls.tune_encodings),
             env=source,
         )
 

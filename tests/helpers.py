@@ -9,8 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+def noisy_table(rows: int, seed: int = 1) -> pa.Table:
+    """Random data that compresses poorly, so outputs span many blocks even when small."""
+    rng = np.random.default_rng(seed)
+    return pa.table({"id": pa.array(range(rows), pa.int64()), "noise": rng.random(rows),
+                     "bits": rng.integers(0, 2**62, rows)})
 
 
 def parquet_bytes(table: pa.Table, **options: object) -> bytes:

@@ -24,7 +24,7 @@ from shared import pipeline
 from shared.errors import StorageError
 from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import Fault, FaultProxy
-from tests.helpers import assert_same_data, parquet_bytes, sample_table
+from tests.helpers import assert_same_data, noisy_table, parquet_bytes
 
 DOWNLOAD, RANGE, STAGE, COMMIT, PUT = (
     ("GET", "in-"), ("GET", "in-"), ("PUT", "comp=block&"), ("PUT", "comp=blocklist"), ("PUT", "out-")
@@ -93,7 +93,7 @@ def test_a_storage_fault_yields_a_complete_output_or_none(
     proxy: FaultProxy, storage_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient],
     faults: list[Fault], extra: dict[str, str], recoverable: bool,
 ) -> None:
-    data = parquet_bytes(sample_table(40_000), row_group_size=5_000)
+    data = parquet_bytes(noisy_table(40_000), row_group_size=5_000)
     source_blob = containers[0].get_blob_client("f.parquet")
     source_blob.upload_blob(data)
     settings = settings_via(proxy, storage_env, **extra)
@@ -130,7 +130,7 @@ def test_azurite_killed_and_restarted_mid_run_leaves_a_whole_output_or_none(
         service = BlobServiceClient.from_connection_string(server.connection_string)
         for name in ("in-kill", "out-kill"):
             service.create_container(name)
-        data = parquet_bytes(sample_table(60_000), row_group_size=5_000)
+        data = parquet_bytes(noisy_table(60_000), row_group_size=5_000)
         service.get_blob_client("in-kill", "k.parquet").upload_blob(data)
         settings = Settings.from_env({
             STORAGE_CONNECTION: connection_string(proxy.port, server.queue_port),

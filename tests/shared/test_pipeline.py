@@ -16,7 +16,7 @@ from shared.errors import InputError
 from shared.report import Report
 from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import Fault, FaultProxy
-from tests.helpers import assert_same_data, parquet_bytes, sample_table
+from tests.helpers import assert_same_data, noisy_table, parquet_bytes, sample_table
 
 
 def upload(container: ContainerClient, name: str, data: bytes) -> None:
@@ -81,7 +81,7 @@ def test_an_input_overwritten_while_it_is_processed_never_publishes_the_old_vers
     try:
         settings = Settings.from_env({**storage_env, STORAGE_CONNECTION: connection_string(proxy.port, free_port()),
                                       "RECOMPRESS_BLOCK_SIZE": "64KiB"})
-        old, new = parquet_bytes(sample_table(30_000)), parquet_bytes(sample_table(31_000))
+        old, new = parquet_bytes(noisy_table(30_000)), parquet_bytes(noisy_table(31_000, seed=2))
         upload(containers[0], "moving.parquet", old)
         proxy.faults = [Fault("PUT", "comp=block&", "delay", seconds=1.0)]  # hold the first run mid-write
         service = BlobServiceClient.from_connection_string(settings.env[STORAGE_CONNECTION])
