@@ -334,7 +334,8 @@ def _empty_schema(schema: pa.Schema, transform: BatchTransform | None, name: str
     """The output schema of a file with no rows: ask the transform, if any, with an empty batch."""
     if transform is None:
         return schema
-    return _apply(transform, pa.RecordBatch.from_pylist([], schema=schema), name).schema
+    empty_batch = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+    return _apply(transform, empty_batch, name).schema
 
 
 def _leaf_count(schema: pa.Schema) -> int:
@@ -395,7 +396,7 @@ class _CoalescingWriter:
     def close(self) -> pq.FileMetaData:
         if self._pending_rows:
             self._flush(self._pending_rows)
-        writer = self._writer or self._open(self.schema.empty_table())
+        writer = self._writer or self._open(encodings.empty(self.schema))
         self._writer = writer
         if not self._layout.keep_arrow_schema and self._layout.key_values:
             # Without ARROW:schema the writer drops schema metadata; put the input's pairs back.
