@@ -469,3 +469,19 @@ def test_an_az_name_without_container_and_blob_is_an_input_error(text: str) -> N
         cli.parse_location(text)
 
     assert str(caught.value).startswith(f"{text}: ")
+
+
+def test_a_local_run_loads_neither_pandas_nor_the_azure_sdk(tmp_path: Path) -> None:
+    """Start-up is part of every run's cost: heavy libraries load only on the paths that need them."""
+    source = tmp_path / "in.parquet"
+    source.write_bytes(parquet_bytes(sample_table(10)))
+    probe = (
+        "import sys; from shared.cli import main; "
+        f"code = main(['recompress', {str(source)!r}, {str(tmp_path / 'out.parquet')!r}]); "
+        "print(sorted(m for m in ('pandas', 'azure.storage.blob', 'azure.identity') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
