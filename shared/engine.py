@@ -242,7 +242,7 @@ def _output_schema(schema: pa.Schema, columns: list[str] | None) -> pa.Schema:
 
 #: Rows per decoded batch, and how many batches decoding may run ahead of encoding.
 BATCH_ROWS = 65_536
-AHEAD_BATCHES = 8
+AHEAD_BATCHES = 16
 _DONE = object()
 
 

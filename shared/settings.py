@@ -24,10 +24,11 @@ PREFIX = "RECOMPRESS_"
 
 MIN_LEVEL, MAX_LEVEL = 1, 22
 
-#: zstd level 3 is the default: on the 5M-row reference table it wrote a file
-#: about 6 % smaller than level 1 for little more encode time, while levels
-#: above 6 cost several times the CPU for under 2 % more (see README).
-DEFAULT_LEVEL = 3
+#: zstd level 1 is the default. With per-column encodings chosen first, the
+#: level hardly moves the size: on the 5M-row reference table levels 1, 3, 6
+#: and 9 wrote 57.85, 58.01, 57.72 and 57.68 MB, while wall time rose 1.30x,
+#: 1.44x and 1.82x over level 1 (bench/results.md, `make bench`).
+DEFAULT_LEVEL = 1
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {

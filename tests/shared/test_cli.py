@@ -23,6 +23,7 @@ import pytest
 
 from shared import cli
 from shared.errors import InputError
+from shared.settings import DEFAULT_LEVEL
 from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,7 +155,7 @@ def test_json_prints_the_report_as_one_json_object(src: Path, dst: Path) -> None
     assert report["bytes_out"] == dst.stat().st_size
     assert report["ratio"] == round(report["bytes_out"] / report["bytes_in"], 4)
     assert report["codec"] == "zstd"
-    assert report["level"] == 3
+    assert report["level"] == DEFAULT_LEVEL
     assert report["source"] == str(src)
     assert report["output"] == str(dst)
 

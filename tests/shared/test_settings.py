@@ -26,7 +26,7 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings == Settings()
     assert settings.input_container == "input"
     assert settings.output_container == "output"
-    assert settings.zstd_level == DEFAULT_LEVEL == 3
+    assert settings.zstd_level == DEFAULT_LEVEL == 1
     assert settings.row_group_size == 1024 * 1024
     assert settings.columns is None
     assert settings.ranged_read_threshold == 64 * 1024**2
