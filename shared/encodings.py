@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 
 DICTIONARY = "DICTIONARY"
 SAMPLE_ROWS = 65_536
+#: Wide rows get a shorter sample: the trial should cost a few per cent of the run, not a second.
+SAMPLE_BYTES = 8 * 1024**2
 #: Another encoding must beat the dictionary by this fraction to replace it.
 MARGIN = 0.05
 
@@ -53,7 +55,8 @@ def _candidates(type_: pa.DataType, int96: bool) -> list[str]:
 
 def choose(sample: pa.Table, level: int, *, int96: bool = False) -> Plan:
     """Pick each flat column's encoding from a trial on (the head of) ``sample``."""
-    head = sample.slice(0, SAMPLE_ROWS)
+    per_row = sample.nbytes / max(sample.num_rows, 1)
+    head = sample.slice(0, int(min(SAMPLE_ROWS, max(1024, SAMPLE_BYTES // max(per_row, 1)))))
     leaves = leaf_paths(head.schema)
     dictionary: list[str] = []
     encodings: dict[str, str] = {}

@@ -240,8 +240,11 @@ def _output_schema(schema: pa.Schema, columns: list[str] | None) -> pa.Schema:
     return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
 
 
+#: Decoded size at which an output row group ends even short of its row count.
+ROW_GROUP_BYTES = 128 * 1024**2
 #: Rows per decoded batch, and how many batches decoding may run ahead of encoding.
 BATCH_ROWS = 65_536
+BATCH_BYTES = 4 * 1024**2
 AHEAD_BATCHES = 16
 _DONE = object()
 
@@ -257,6 +260,7 @@ def _row_batches(parquet: pq.ParquetFile, columns: list[str] | None, name: str) 
     """
     if parquet.metadata.num_row_groups == 0:
         return
+    batch_rows = _batch_rows(parquet.metadata)
     ahead: queue.Queue[object] = queue.Queue(maxsize=AHEAD_BATCHES)
     stop = threading.Event()
 
@@ -272,7 +276,7 @@ def _row_batches(parquet: pq.ParquetFile, columns: list[str] | None, name: str) 
     def decode() -> None:
         try:
             for index in range(parquet.metadata.num_row_groups):
-                for batch in _group_batches(parquet, index, columns, name):
+                for batch in _group_batches(parquet, index, columns, name, batch_rows):
                     if not put(batch):
                         return
             put(_DONE)
@@ -303,10 +307,19 @@ def _check_dictionaries(batch: pa.RecordBatch) -> None:
             column.validate(full=True)
 
 
+def _batch_rows(metadata: pq.FileMetaData) -> int:
+    """Rows per batch so a batch holds about BATCH_BYTES: wide rows get short batches."""
+    if metadata.num_rows == 0 or metadata.num_row_groups == 0:
+        return BATCH_ROWS
+    group = metadata.row_group(0)
+    per_row = max(group.total_byte_size, 1) / max(group.num_rows, 1)
+    return int(min(BATCH_ROWS, max(1024, BATCH_BYTES // per_row)))
+
+
 def _group_batches(parquet: pq.ParquetFile, index: int, columns: list[str] | None,
-                   name: str) -> Iterator[pa.RecordBatch]:
+                   name: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
     try:
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], columns=columns,
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[index], columns=columns,
                                           use_threads=True):
             _check_dictionaries(batch)
             yield batch
@@ -363,6 +376,7 @@ class _CoalescingWriter:
         self._limit = options.row_group_size
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self.plan = encodings.Plan()
         self._options = options
         self._sink = sink
@@ -390,8 +404,12 @@ class _CoalescingWriter:
             table = table.replace_schema_metadata(self.schema.metadata)
         self._pending.append(table)
         self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
         while self._pending_rows >= self._limit:
             self._flush(self._limit)
+        if self._pending_bytes >= ROW_GROUP_BYTES:
+            # Wide or string-heavy rows: end the group by size, or it would hold the whole file.
+            self._flush(self._pending_rows)
 
     def close(self) -> pq.FileMetaData:
         if self._pending_rows:
@@ -421,3 +439,4 @@ class _CoalescingWriter:
         self.rows_written += head.num_rows
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows
+        self._pending_bytes = rest.nbytes if rest.num_rows else 0
