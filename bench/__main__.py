@@ -1,0 +1,159 @@
+"""``python -m bench``: generate the inputs, run every comparison, print and write the results.
+
+Sections run one after another, never in parallel: on a 2-core machine any
+concurrent work would show up in the timings. The app runs from a copy of
+``shared/`` taken at the start, so edits made meanwhile can't mix versions. The blob, level-sweep and
+memory-vs-size sections use the mixed input, so they run only when it is
+selected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import DATA, RESULTS_MD, RESULTS_PNG, chart, datagen, document, ways
+from bench.local import run_local
+from bench.machine import CpuTimes, interference
+from bench.report import tables, text
+from bench.results import Run, Section
+from bench.targets import MAIN_INPUT
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _names(raw: str) -> list[str]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [n for n in names if n not in datagen.SPECS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(datagen.SPECS)} (got {raw!r})")
+    return names
+
+
+def _levels(raw: str) -> list[int]:
+    try:
+        levels = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected levels like 1,3,6,9, got {raw!r}") from None
+    if any(not 1 <= level <= 22 for level in levels):
+        raise argparse.ArgumentTypeError("zstd levels go from 1 to 22")
+    return levels
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each way on each input (default 3)")
+    parser.add_argument("--only", type=_names, default=list(datagen.SPECS),
+                        help=f"comma list of inputs to run (default: all of {','.join(datagen.SPECS)})")
+    parser.add_argument("--skip-blob", action="store_true", help="skip the blob→blob comparison through Azurite")
+    parser.add_argument("--large", action="store_true",
+                        help="also check peak RSS on a ~2 GB input (generates it once: ~2.3 GB of disk, minutes)")
+    parser.add_argument("--levels", type=_levels, default=[1, 3, 6, 9],
+                        help="zstd levels for the app's level sweep (default 1,3,6,9; empty to skip)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.perf_counter()
+    cpu_at_start = CpuTimes.now()
+    app_root = ways.snapshot_app()
+    run = Run(command=shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
+              started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), repeats=args.repeats)
+    specs = [datagen.SPECS[name] for name in args.only]
+    log(f"inputs in {DATA}")
+    for spec in specs:
+        datagen.ensure(spec, log)
+        _record(run, spec)
+    on_mixed = MAIN_INPUT in args.only
+    if args.large and on_mixed:
+        datagen.ensure(datagen.LARGE, log)
+        _record(run, datagen.LARGE)
+
+    log(f"local: {len(specs)} inputs × 5 ways × {args.repeats} repeats")
+    local_ways = ways.local_ways(app_root)
+    run.sections["local"] = Section.of("local", "Local file → file", local_ways,
+                                       run_local(specs, local_ways, args.repeats, log))
+    if on_mixed and not args.skip_blob:
+        _blob(run, args.repeats, app_root)
+    if on_mixed and args.levels:
+        log(f"level sweep: {args.levels}")
+        sweep_ways = [ways.app(level, root=app_root) for level in args.levels]
+        run.sections["sweep"] = Section.of("sweep", "App zstd level sweep", sweep_ways,
+                                           run_local([datagen.SPECS[MAIN_INPUT]], sweep_ways, args.repeats, log,
+                                                     warm_up=False))
+    if args.large and on_mixed:
+        log("memory vs input size")
+        size_ways = [ways.app(root=app_root)]
+        run.sections["large"] = Section.of("large", "App peak memory vs input size", size_ways,
+                                           run_local([datagen.SPECS[MAIN_INPUT], datagen.LARGE], size_ways,
+                                                     args.repeats, log, warm_up=False))
+    if not on_mixed:
+        run.notes.append(f"The blob, level and memory sections use the {MAIN_INPUT} input, which --only left out.")
+    run.notes.extend(_failures(run))
+    run.total_s = time.perf_counter() - started
+    run.interference = interference(cpu_at_start, CpuTimes.now())
+
+    for title, headers, rows in tables(run, labels=False):
+        log(f"\n{title}\n{text(headers, rows)}")
+    drawn = _chart(run)
+    document.write(run, RESULTS_MD, drawn)
+    log(f"\nwrote {RESULTS_MD}" + (f" and {RESULTS_PNG}" if drawn else "") + f"; whole run {run.total_s:.0f} s; "
+        + run.interference)
+    return 0
+
+
+def _record(run: Run, spec: datagen.Spec) -> None:
+    run.input_sizes[spec.name] = spec.path.stat().st_size
+    run.input_rows[spec.name] = spec.rows
+
+
+def _failures(run: Run) -> list[str]:
+    """A note for every way that failed or stayed disturbed in some repeat: its medians are less sure."""
+    notes = []
+    for section in run.sections.values():
+        for name, by_way in section.summaries.items():
+            for way, summary in by_way.items():
+                if summary.failures:
+                    notes.append(f"{section.title}: {way} on {name} failed {summary.failures} of "
+                                 f"{summary.failures + summary.runs} runs ({summary.error})")
+                if summary.disturbed:
+                    notes.append(f"{section.title}: {summary.disturbed} of {summary.runs} runs of {way} on {name} "
+                                 "were disturbed by other work on the machine even after retries")
+    return notes
+
+
+def _blob(run: Run, repeats: int, app_root: Path) -> None:
+    from bench.blob import run_blob
+
+    log("blob → blob through Azurite")
+    try:
+        samples, blob_ways = run_blob(datagen.SPECS[MAIN_INPUT], repeats, log, app_root)
+    except (OSError, RuntimeError) as exc:
+        run.notes.append(f"The blob comparison could not run: {exc}")
+        log(f"  blob comparison failed: {exc}")
+        return
+    run.sections["blob"] = Section.of("blob", "Blob → blob through Azurite", list(blob_ways), samples)
+
+
+def _chart(run: Run) -> bool:
+    try:
+        chart.draw(run, RESULTS_PNG)
+    except ImportError as exc:
+        run.notes.append(f"No chart: {exc} (install requirements-dev.txt)")
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Tables of one run, as aligned text for the terminal and as Markdown for ``results.md``.
+
+Both come from the same rows, so what is printed and what is committed can
+never disagree. Ratios are to the best peer on the same input in the same
+run: a ratio below 1 means the way beat every peer on that metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from bench.results import METRICS, Run, Section, best_peer, metric
+from bench.targets import Target, judge
+
+Row = list[str]
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _ratio(value: float, best: float) -> str:
+    return "—" if math.isnan(value) or math.isnan(best) or best == 0 else f"{value / best:.2f}×"
+
+
+def comparison(section: Section, *, labels: bool) -> tuple[Row, list[Row]]:
+    """One row per input and way: medians, then each metric over the best peer's."""
+    headers = ["input", "way", "wall s", "CPU s", "peak RSS MB", "output MB", "wall ×best", "RSS ×best",
+               "bytes ×best"]
+    rows: list[Row] = []
+    for name in section.inputs:
+        best = {m: best_peer(section, name, m) for m in METRICS}
+        for way in section.ways:
+            summary = section.get(name, way.name)
+            if summary is None or not summary.ok:
+                error = summary.error if summary else "not run"
+                rows.append([name, way.label if labels else way.name, f"failed: {error}", *[""] * 6])
+                continue
+            rows.append([
+                name, way.label if labels else way.name,
+                _num(summary.wall_s), _num(summary.cpu_s), _num(summary.rss_bytes / 1e6, 0),
+                _num(summary.out_bytes / 1e6, 1),
+                *(_ratio(metric(summary, m), best[m]) for m in METRICS),
+            ])
+    return headers, rows
+
+
+def sweep(section: Section) -> tuple[Row, list[Row]]:
+    """The app at each zstd level on one input, relative to the first level listed."""
+    name = section.inputs[0]
+    first = section.get(name, section.ways[0].name)
+    headers = ["level", "wall s", "CPU s", "peak RSS MB", "output MB", "wall ×first", "bytes ×first"]
+    rows: list[Row] = []
+    for way in section.ways:
+        summary = section.get(name, way.name)
+        level = way.name.partition("@")[2]
+        if summary is None or not summary.ok:
+            rows.append([level, f"failed: {summary.error if summary else 'not run'}", *[""] * 5])
+            continue
+        rows.append([level, _num(summary.wall_s), _num(summary.cpu_s), _num(summary.rss_bytes / 1e6, 0),
+                     _num(summary.out_bytes / 1e6, 2), _ratio(summary.wall_s, metric(first, "wall_s")),
+                     _ratio(summary.out_bytes, metric(first, "out_bytes"))])
+    return headers, rows
+
+
+def sizes(section: Section, run: Run) -> tuple[Row, list[Row]]:
+    """The app's cost on inputs of different sizes: is its memory flat?"""
+    headers = ["input", "input MB", "rows", "wall s", "CPU s", "peak RSS MB", "output MB"]
+    rows: list[Row] = []
+    for name in section.inputs:
+        summary = section.get(name, section.ways[0].name)
+        size, count = run.input_sizes.get(name, 0), run.input_rows.get(name, 0)
+        if summary is None or not summary.ok:
+            rows.append([name, _num(size / 1e6, 0), f"{count:,}",
+                         f"failed: {summary.error if summary else 'not run'}", "", "", ""])
+            continue
+        rows.append([name, _num(size / 1e6, 0), f"{count:,}", _num(summary.wall_s), _num(summary.cpu_s),
+                     _num(summary.rss_bytes / 1e6, 0), _num(summary.out_bytes / 1e6, 1)])
+    return headers, rows
+
+
+def targets_table(targets: Sequence[Target]) -> tuple[Row, list[Row]]:
+    return ["target", "measured", "verdict"], [[t.goal, t.measured, t.verdict] for t in targets]
+
+
+def tables(run: Run, *, labels: bool) -> list[tuple[str, Row, list[Row]]]:
+    """Every table of the run with its title, in reading order."""
+    out: list[tuple[str, Row, list[Row]]] = []
+    for key, section in run.sections.items():
+        if key == "sweep":
+            out.append((section.title, *sweep(section)))
+        elif key == "large":
+            out.append((section.title, *sizes(section, run)))
+        else:
+            out.append((section.title, *comparison(section, labels=labels)))
+    out.append(("Targets", *targets_table(judge(run))))
+    return out
+
+
+def text(headers: Row, rows: list[Row]) -> str:
+    """Columns padded to their widest cell, numbers right-aligned."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Row) -> str:
+        return "  ".join(c.rjust(w) if i >= 2 or c[:1].isdigit() else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def markdown(headers: Row, rows: list[Row]) -> str:
+    def line(cells: Row) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---" if not rows or not rows[0][i][:1].isdigit() else "---:" for i in range(len(headers))]
+    return "\n".join([line(headers), line(align), *map(line, rows)])

@@ -1,0 +1,97 @@
+"""The ways of recompressing being compared, each as the command line of a child process.
+
+The app is run through its real CLI (``python -m shared recompress``) so its
+start-up and imports count, as they do for every invocation in production;
+each peer is a script in ``bench/peers``. Children get the benchmark's
+environment without any ``RECOMPRESS_*`` setting, so the app runs at its
+defaults unless a way says otherwise, and without ``PYTHONDONTWRITEBYTECODE``:
+an installed app runs from cached bytecode, so recompiling the project's
+modules on every run would charge the app a start-up cost it doesn't have.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import PEERS, ROOT, WORK
+
+APP = "app"
+#: The peers the local targets are measured against (the notes' way is a baseline, not a target).
+TARGET_PEERS = ("pyarrow", "polars", "duckdb")
+#: Inherited settings that would skew a child: the caller's storage, and no bytecode cache.
+DROPPED = frozenset({"ParquetStorage", "PYTHONDONTWRITEBYTECODE"})
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way to turn SRC into DST: its short name, a label, and its command line."""
+
+    name: str
+    label: str
+    argv: Callable[[str, str], list[str]]
+    is_app: bool = False
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Where the child runs; for the app, the folder ``python -m shared`` is found in.
+    cwd: Path = ROOT
+
+    def env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RECOMPRESS_") and k not in DROPPED}
+        return {**base, **self.extra_env}
+
+
+def snapshot_app() -> Path:
+    """Copy the app's package (``shared/``) aside and return the folder to run it from.
+
+    Others may edit or commit ``shared/`` while a run takes its ten minutes;
+    running a copy taken at the start keeps every figure of one run about one
+    version of the app. ``shared`` imports nothing else from the project.
+    """
+    root = WORK / "app"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(ROOT / "shared", root / "shared", ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def app(level: int | None = None, env: Mapping[str, str] | None = None, root: Path = ROOT) -> Way:
+    """The app's CLI from ``root``, at its default zstd level or at ``level``."""
+    extra = ["--level", str(level)] if level is not None else []
+
+    def argv(src: str, dst: str) -> list[str]:
+        return [sys.executable, "-m", "shared", "recompress", src, dst, "--no-progress", *extra]
+
+    name = APP if level is None else f"{APP}@{level}"
+    label = "app CLI" if level is None else f"app CLI --level {level}"
+    return Way(name, label, argv, is_app=True, extra_env=dict(env or {}), cwd=root)
+
+
+def peer(name: str, label: str, script: str, env: Mapping[str, str] | None = None) -> Way:
+    """A peer script from ``bench/peers``."""
+    path = str(PEERS / script)
+
+    def argv(src: str, dst: str) -> list[str]:
+        return [sys.executable, path, src, dst]
+
+    return Way(name, label, argv, extra_env=dict(env or {}))
+
+
+def local_ways(app_root: Path = ROOT) -> list[Way]:
+    """Everything compared on local files: the app, the notes' way and the three libraries."""
+    return [
+        app(root=app_root),
+        peer("notes", "notes' way (BytesIO, pandas)", "notes_local.py"),
+        peer("pyarrow", "pyarrow read_table+write_table", "pyarrow_rw.py"),
+        peer("polars", "polars read+write_parquet", "polars_rw.py"),
+        peer("duckdb", "DuckDB COPY", "duckdb_copy.py"),
+    ]
+
+
+def blob_ways(connection_string: str, app_root: Path = ROOT) -> list[Way]:
+    """The app against the notes' way, blob to blob, both given the storage in ``ParquetStorage``."""
+    env = {"ParquetStorage": connection_string}
+    return [app(env=env, root=app_root), peer("notes", "notes' way (BytesIO, pandas)", "notes_blob.py", env)]
+
