@@ -89,7 +89,7 @@ def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: t
     from azure.storage.blob import BlobServiceClient
 
     import function_app
-    from devhost.host import LocalHost, discover
+    from devhost.host import LocalHost, discover, webhook_url
     from shared.pipeline import ensure_containers
     from shared.settings import STORAGE_CONNECTION, Settings
 
@@ -113,9 +113,7 @@ def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: t
         stack.append(("local host", host))
         base = host.url
     service = BlobServiceClient.from_connection_string(os.environ[STORAGE_CONNECTION])
-    subs = [Subscription(f.name, f.container,
-                         f"{base}/runtime/webhooks/blobs?functionName=Host.Functions.{f.name}")
-            for f in blob_functions]
+    subs = [Subscription(f.name, f.container, webhook_url(base, f.name)) for f in blob_functions]
     pump = EventPump(service, subs, interval=args.poll)
     pump.snapshot()
     pump.start()

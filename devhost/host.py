@@ -51,6 +51,11 @@ class BlobFunction:
     arg_name: str
 
 
+def webhook_url(base: str, function: str) -> str:
+    """Where the Functions host (and this one) takes Event Grid notifications for a blob trigger."""
+    return f"{base}{WEBHOOK_PATH}?functionName=Host.Functions.{function}"
+
+
 def _route_regex(route: str) -> re.Pattern[str]:
     """``items/{id}`` -> a regex with named groups; constraints like ``{id:int}`` are ignored."""
     parts = re.split(r"(\{[^}]+\})", route.strip("/"))
@@ -113,9 +118,6 @@ class LocalHost:
     def url(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host!s}:{port}"
-
-    def webhook_url(self, function: str) -> str:
-        return f"{self.url}{WEBHOOK_PATH}?functionName=Host.Functions.{function}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.server.serve_forever, name="devhost-http", daemon=True)

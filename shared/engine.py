@@ -84,15 +84,15 @@ def recompress(
     row group held, as it is consumed.
     """
     parquet = open_parquet(source, name)
+    deadline = None
+    if options.limits is not None:  # before any decoding, the INT96 scan included
+        check_footer(parquet, options.limits, name)
+        deadline = Deadline(options.limits.deadline_seconds, name)
     physical = _physical_types(parquet)
     refuse_unsupported(parquet, name)
     if "INT96" in physical.values():
         unit = int96_unit(source, parquet, [p for p, t in physical.items() if t == "INT96"], name)
-        parquet = open_parquet(source, name, coerce_int96_timestamp_unit=unit)
-    deadline = None
-    if options.limits is not None:
-        check_footer(parquet, options.limits, name)
-        deadline = Deadline(options.limits.deadline_seconds, name)
+        parquet = open_parquet(source, name, coerce_int96_timestamp_unit=unit, metadata=parquet.metadata)
     columns = _select_columns(parquet.schema_arrow, options.columns, name)
     schema = _output_schema(parquet.schema_arrow, columns)
     layout = _Layout(
@@ -161,8 +161,9 @@ def int96_unit(source: Any, parquet: pq.ParquetFile, paths: list[str], name: str
     and only in legacy files that have them.
     """
     columns = sorted({path.split(".")[0] for path in paths})
-    as_us = open_parquet(source, name, coerce_int96_timestamp_unit="us")
-    as_ns = open_parquet(source, name, coerce_int96_timestamp_unit="ns")
+    # Reuse the footer already read: on a blob, every open would fetch it again.
+    as_us = open_parquet(source, name, coerce_int96_timestamp_unit="us", metadata=parquet.metadata)
+    as_ns = open_parquet(source, name, coerce_int96_timestamp_unit="ns", metadata=parquet.metadata)
     out_of_range = sub_micro = False
     for index in range(parquet.metadata.num_row_groups):
         for column in columns:

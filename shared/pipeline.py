@@ -25,7 +25,7 @@ import pyarrow as pa
 from shared import engine
 from shared.errors import ConflictError, InputError, LimitError, NotFoundError, StorageError, VerificationError
 from shared.limits import Limits
-from shared.report import CODEC, Report
+from shared.report import CODEC, SOURCE_ETAG_KEY, Report
 from shared.settings import Settings
 from shared.transform import load_transform
 
@@ -83,7 +83,7 @@ def output_metadata(source: str, etag: str | None, size: int, rows: int, level: 
     """Blob metadata naming the exact input version, so an output can be traced and checked."""
     return {
         "recompress_source": quote(source, safe="/"),
-        "recompress_source_etag": (etag or "").strip('"'),
+        SOURCE_ETAG_KEY: (etag or "").strip('"'),
         "recompress_source_size": str(size),
         "recompress_rows": str(rows),
         "recompress_codec": CODEC,
@@ -93,7 +93,6 @@ def output_metadata(source: str, etag: str | None, size: int, rows: int, level: 
 
 # --------------------------------------------------------------------------- blob to blob
 
-SOURCE_ETAG_KEY = "recompress_source_etag"
 _slots: dict[int, threading.BoundedSemaphore] = {}
 _slots_lock = threading.Lock()
 
@@ -154,7 +153,10 @@ def _process(source: BlobClient, settings: Settings, service: BlobServiceClient)
         if _publishes(now, etag):  # a concurrent run of this same version won the race
             return _not_written(subject, output_name, props, now, settings, "skipped",
                                 "published by a concurrent run")
-        _still_current(source, etag, env)  # raises Superseded when a newer version took over
+        try:
+            _still_current(source, etag, env)
+        except Superseded as exc:  # a newer version's run published first: nothing left to do here
+            return _not_written(subject, output_name, props, None, settings, "superseded", exc.problem)
         raise
     if settings.delete_source:
         delete_source(source, etag, env)

@@ -20,7 +20,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient
 
 from shared import __version__
 from shared.errors import ConflictError, RecompressError
-from shared.report import Report
+from shared.report import SOURCE_ETAG_KEY, Report
 from shared.settings import Settings
 from shared.storage import BlockBlobSink, call, properties_or_none, storage_errors
 
@@ -38,7 +38,7 @@ def quarantine(source: BlobClient, props: Any, error: RecompressError, settings:
         call(settings.quarantine_container, env, container.create_container)
     copy = container.get_blob_client(source.blob_name)
     already = properties_or_none(copy, env)
-    if already is None or (already.metadata or {}).get("recompress_source_etag") != etag.strip('"'):
+    if already is None or (already.metadata or {}).get(SOURCE_ETAG_KEY) != etag.strip('"'):
         content_type = str(props.content_settings.content_type or "application/octet-stream")
         _copy(source, copy, etag, settings, content_type, replaces=already.etag if already is not None else None)
     report_blob = container.get_blob_client(f"{source.blob_name}.error.json")
@@ -75,7 +75,7 @@ def _copy(source: BlobClient, target: BlobClient, etag: str, settings: Settings,
             stream = source.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
             for chunk in stream.chunks():
                 sink.write(chunk)
-        sink.commit({"recompress_source_etag": etag.strip('"')}, content_type=content_type)
+        sink.commit({SOURCE_ETAG_KEY: etag.strip('"')}, content_type=content_type)
     except BaseException:
         sink.abort()
         raise

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 CODEC = "zstd"
+#: Output (and quarantine copy) metadata naming the input version it came from: the idempotency key.
+SOURCE_ETAG_KEY = "recompress_source_etag"
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,31 @@ def test_process_refuses_names_outside_the_input_container(name: str, settings: 
 @pytest.mark.parametrize("name", ["a.parquet", "deep/er/a b.parquet", "x" * 1024, "ünïcode/файл.parquet"])
 def test_ordinary_names_pass_the_check(name: str) -> None:
     assert pipeline.check_blob_name(name) == name
+
+
+def test_a_run_that_loses_the_commit_race_to_a_newer_version_reports_superseded(
+    azurite: Azurite, storage_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient]
+) -> None:
+    proxy = FaultProxy(azurite.blob_port)
+    try:
+        via_proxy = Settings.from_env({**storage_env, STORAGE_CONNECTION: connection_string(proxy.port, free_port())})
+        direct = Settings.from_env(storage_env)
+        old, new = parquet_bytes(sample_table(10)), parquet_bytes(sample_table(20))
+        upload(containers[0], "race2.parquet", old)
+        proxy.faults = [Fault("PUT", containers[1].container_name, "delay", seconds=1.5)]  # hold the old run's commit
+        service = BlobServiceClient.from_connection_string(via_proxy.env[STORAGE_CONNECTION])
+        results: list[Report] = []
+        worker = threading.Thread(target=lambda: results.append(
+            pipeline.process_blob(service.get_blob_client(containers[0].container_name, "race2.parquet"), via_proxy)))
+        worker.start()
+        while proxy.injected == 0:
+            assert worker.is_alive()
+            threading.Event().wait(0.01)
+        upload(containers[0], "race2.parquet", new)  # the newer version lands and publishes first
+        assert pipeline.process_blob(containers[0].get_blob_client("race2.parquet"), direct).status == "written"
+        worker.join(timeout=60)
+
+        assert results[0].status == "superseded"
+        assert_same_data(new, output(containers[1], "race2.parquet"))
+    finally:
+        proxy.stop()
