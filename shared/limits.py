@@ -26,7 +26,7 @@ class Limits:
     max_nesting_depth: int = 32
     max_rows: int = 10**10
     max_row_group_bytes: int = 2 * 1024**3
-    deadline_seconds: float = 540.0
+    deadline_seconds: int = 540
 
 
 def check_footer(parquet: pq.ParquetFile, limits: Limits, name: str) -> None:

@@ -142,7 +142,7 @@ def _process(source: BlobClient, settings: Settings, service: BlobServiceClient)
         if props.size > settings.max_blob_size:
             raise LimitError(subject, f"is {props.size} bytes, over the limit of {settings.max_blob_size} "
                                       "(RECOMPRESS_MAX_BLOB_SIZE)")
-        report = blob_to_blob(source, target, settings, replaces=existing.etag if existing else None,
+        report = blob_to_blob(source, target, settings, replaces=existing.etag if existing else None, props=props,
                               precommit=lambda: _still_current(source, etag, env))
     except (InputError, VerificationError) as exc:
         return quarantine(source, props, exc, settings, service)
@@ -230,11 +230,11 @@ def check_blob_name(name: str) -> str:
 
 def blob_to_blob(source: BlobClient, target: BlobClient, settings: Settings,
                  progress: engine.Progress | None = None, *, replaces: str | None = "*",
-                 precommit: Callable[[], None] | None = None) -> Report:
+                 precommit: Callable[[], None] | None = None, props: Any = None) -> Report:
     """Recompress one blob into another; ``replaces`` makes the commit conditional (see BlockBlobSink)."""
     from shared.storage import BlockBlobSink, open_blob
 
-    opened = open_blob(source, settings)
+    opened = open_blob(source, settings, props)
     sink = BlockBlobSink(target, settings, replaces=replaces, precommit=precommit)
     return run(opened.file, opened.name, opened.size, opened.etag, sink, settings,
                f"{target.container_name}/{target.blob_name}", progress)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from shared.errors import ConfigError
+from shared.limits import Limits
 
 #: Name of the storage connection. The blob trigger's ``connection`` and the
 #: pipeline's own clients both resolve it the way the Functions host does: the
@@ -58,11 +59,11 @@ class Settings:
     delete_source: bool = False
     max_concurrent_files: int = 2
     max_blob_size: int = 50 * 1024**3
-    max_columns: int = 10_000
-    max_nesting_depth: int = 32
-    max_rows: int = 10**10
-    max_row_group_bytes: int = 2 * 1024**3
-    deadline_seconds: int = 540
+    max_columns: int = Limits.max_columns
+    max_nesting_depth: int = Limits.max_nesting_depth
+    max_rows: int = Limits.max_rows
+    max_row_group_bytes: int = Limits.max_row_group_bytes
+    deadline_seconds: int = Limits.deadline_seconds
     retry_total: int = 5
     retry_backoff: float = 1.0
     read_timeout: int = 120

@@ -230,10 +230,14 @@ class BlobSource:
     ranged: bool
 
 
-def open_blob(client: BlobClient, settings: Settings) -> BlobSource:
-    """Pick the read path by size: whole download below the threshold, ranges above."""
+def open_blob(client: BlobClient, settings: Settings, props: Any = None) -> BlobSource:
+    """Pick the read path by size: whole download below the threshold, ranges above.
+
+    ``props``: the blob's properties when the caller already fetched them.
+    """
     subject = f"{client.container_name}/{client.blob_name}"
-    props = call(subject, settings.env, client.get_blob_properties)
+    if props is None:
+        props = call(subject, settings.env, client.get_blob_properties)
     size, etag = int(props.size), str(props.etag)
     if size > settings.ranged_read_threshold:
         file: Any = pa.PythonFile(RangedBlobFile(client, size, etag, settings), mode="r")
