@@ -15,24 +15,25 @@ from typing import Any
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from shared import pipeline
+from shared import blobs, pipeline
 from shared.engine import release_memory_promptly
 from shared.errors import (
     ConfigError,
     CredentialError,
+    DamagedError,
     InputError,
     NotFoundError,
     NotParquetError,
     RecompressError,
     StorageError,
+    UnsupportedError,
 )
-from shared.settings import STORAGE_CONNECTION, Settings, parse_columns, parse_level
-from shared.storage import PARQUET_CONTENT_TYPE, check_storage
+from shared.settings import MODES, PROOFS, STORAGE_CONNECTION, Settings, parse_choice, parse_columns, parse_level
+from shared.storage import PARQUET_CONTENT_TYPE, check_storage, quiet_sdk_logging
 
 log = logging.getLogger("recompress")
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-release_memory_promptly()
 
 # The trigger path is fixed when the host indexes the app, so the container is
 # read here; a bad name still fails clearly on the first run via Settings.
@@ -52,7 +53,7 @@ def recompress_blob(source: blob.BlobClient) -> None:
     A file that can never succeed is quarantined and the function returns, so
     the host does not retry it; storage trouble raises, so the host retries.
     """
-    pipeline.process_blob(source, Settings.from_env())
+    blobs.process_blob(source, _settings())
 
 
 @app.function_name("recompress_http")
@@ -63,7 +64,7 @@ def recompress_http(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _recompress_body(req: func.HttpRequest) -> func.HttpResponse:
-    settings = Settings.from_env()
+    settings = _settings()
     declared = req.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_body_size:
         return _too_large(int(declared), settings.max_body_size)
@@ -72,6 +73,7 @@ def _recompress_body(req: func.HttpRequest) -> func.HttpResponse:
         return _too_large(len(body), settings.max_body_size)
     settings = settings.with_overrides(
         zstd_level=_query(req, "level", parse_level), columns=_query(req, "columns", parse_columns),
+        mode=_query(req, "mode", parse_choice(MODES)), verify=_query(req, "verify", parse_choice(PROOFS)),
     )
     output, report = pipeline.recompress_bytes(body, settings)
     return func.HttpResponse(
@@ -84,6 +86,8 @@ def _recompress_body(req: func.HttpRequest) -> func.HttpResponse:
             "X-Recompress-Bytes-Out": str(report.bytes_out),
             "X-Recompress-Ratio": f"{report.ratio:.4f}",
             "X-Recompress-Level": str(report.level),
+            "X-Recompress-Mode": str(report.mode),
+            "X-Recompress-Proof": str(report.proof),
         },
     )
 
@@ -103,7 +107,7 @@ def _process_named(req: func.HttpRequest) -> func.HttpResponse:
     name = payload.get("blob") if isinstance(payload, dict) else None
     if not isinstance(name, str) or not name.strip():
         raise InputError("request body", 'needs "blob": the name of a blob in the input container')
-    report = pipeline.process_named_blob(name, Settings.from_env())
+    report = blobs.process_named_blob(name, _settings())
     return _json(422 if report.status == "quarantined" else 200, report.as_dict())
 
 
@@ -112,7 +116,7 @@ def _process_named(req: func.HttpRequest) -> func.HttpResponse:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """200 when storage answers, 503 with a short reason when it does not."""
     try:
-        settings = Settings.from_env()
+        settings = _settings()
         check_storage(settings)
     except RecompressError as exc:
         return _json(503, {"status": "unavailable", "reason": str(exc)})
@@ -124,6 +128,8 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 _STATUS: list[tuple[type[RecompressError], int]] = [
     (NotFoundError, 404),
     (NotParquetError, 422),
+    (DamagedError, 422),
+    (UnsupportedError, 422),
     (InputError, 400),
     (CredentialError, 503),
     (ConfigError, 500),
@@ -137,11 +143,30 @@ def _guarded(handler: Callable[[func.HttpRequest], func.HttpResponse], req: func
         return handler(req)
     except RecompressError as exc:
         status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
-        log.warning("%s %s -> %d: %s", req.method, req.url.split("?")[0], status, exc)
+        log.warning("%s %s -> %d: %s", req.method, req.url.split("?")[0], status, exc.log_detail(),
+                    exc_info=status >= 500 and not isinstance(exc, StorageError | ConfigError))
         return _json(status, {"error": str(exc), "kind": type(exc).__name__})
     except Exception:
         log.exception("unexpected failure in %s", req.url.split("?")[0])
         return _json(500, {"error": "internal error; see the function logs", "kind": "InternalError"})
+
+
+_started = False
+
+
+def _settings() -> Settings:
+    """This invocation's settings; the first call also sets up what this process owns.
+
+    The allocator and SDK log levels are process-wide, so they are set here,
+    by the entry point that owns the process, once, rather than as a side
+    effect of importing a module.
+    """
+    global _started
+    if not _started:
+        release_memory_promptly()
+        quiet_sdk_logging()
+        _started = True
+    return Settings.from_env()
 
 
 def _query(req: func.HttpRequest, key: str, parse: Callable[[str, str], Any]) -> Any:

@@ -22,9 +22,13 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devhost.azurite import ROOT, Azurite
 from devhost.events import EventPump, Subscription
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 log = logging.getLogger("devhost")
 
@@ -90,7 +94,6 @@ def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: t
 
     import function_app
     from devhost.host import LocalHost, discover, webhook_url
-    from shared.pipeline import ensure_containers
     from shared.settings import STORAGE_CONNECTION, Settings
 
     ensure_containers(Settings.from_env())
@@ -151,5 +154,17 @@ class _Process:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
+def ensure_containers(settings: Settings) -> None:
+    """Create the input and output containers if missing: a local run's bootstrap, never the app's job."""
+    from shared.storage import context
+
+    storage = context(settings)
+    for name in (settings.input_container, settings.output_container):
+        container = storage.service.get_container_client(name)
+        if not storage.call(name, container.exists):
+            storage.call(name, container.create_container)
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

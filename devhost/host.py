@@ -11,6 +11,7 @@ beyond what the event pump does.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import azure.functions as func
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.storage.blob import BlobClient
+
+from shared.settings import Connection, Settings
+from shared.storage import StorageContext
 
 log = logging.getLogger("devhost")
 
@@ -89,19 +93,15 @@ def discover(app: func.FunctionApp) -> tuple[list[HttpFunction], list[BlobFuncti
     return http, blobs
 
 
+@functools.cache
+def _storage_for(connection: str) -> StorageContext:
+    """One storage context per connection setting, resolved exactly as the app resolves its own."""
+    return StorageContext(Settings(connection=Connection.from_env(os.environ, connection)))
+
+
 def blob_client_for(connection: str, container: str, blob: str) -> BlobClient:
     """The SDK client the worker would build from the trigger's connection setting."""
-    value = os.environ.get(connection, "").strip()
-    if value:
-        service = BlobServiceClient.from_connection_string(value)
-    else:
-        uri = os.environ.get(f"{connection}__serviceUri") or os.environ.get(f"{connection}__blobServiceUri")
-        if not uri:
-            raise RuntimeError(f"connection {connection!r} is not set")
-        from azure.identity import DefaultAzureCredential
-
-        service = BlobServiceClient(uri, credential=DefaultAzureCredential())
-    return service.get_blob_client(container, blob)
+    return _storage_for(connection).blob(container, blob)
 
 
 class LocalHost:

@@ -18,15 +18,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pyarrow as pa
 
 from shared import pipeline
-from shared.engine import Progress, release_memory_promptly
+from shared.engine import release_memory_promptly
 from shared.errors import InputError, NotFoundError, RecompressError, StorageError, VerificationError
+from shared.pipeline import Progress
 from shared.report import Report
-from shared.settings import Settings, parse_columns, parse_level
+from shared.settings import MODES, PROOFS, Settings, describe, parse_columns, parse_level
+from shared.sinks import LocalFileSink, Sink
+
+if TYPE_CHECKING:
+    from shared.storage import StorageContext
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -87,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("src", metavar="SRC", help="input Parquet file: path or container/blob")
     rec.add_argument("dst", metavar="DST", help="output file: path or container/blob")
-    rec.add_argument("--level", type=_level, help="zstd level 1-22 (default: RECOMPRESS_ZSTD_LEVEL or 3)")
-    rec.add_argument("--columns", type=_columns, help="comma-separated columns to keep (default: all)")
-    rec.add_argument("--row-group-size", type=_rows, metavar="ROWS", help="rows per output row group")
+    rec.add_argument("--mode", choices=MODES, help=describe("mode"))
+    rec.add_argument("--verify", choices=PROOFS, help=describe("verify"))
+    rec.add_argument("--level", type=_level, help=describe("zstd_level"))
+    rec.add_argument("--columns", type=_columns, help=describe("columns"))
+    rec.add_argument("--row-group-size", type=_rows, metavar="ROWS", help=describe("row_group_size"))
     rec.add_argument("--json", action="store_true", help="print the report as JSON")
     rec.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser
@@ -125,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env().with_overrides(
-            zstd_level=args.level, columns=args.columns, row_group_size=args.row_group_size,
+            zstd_level=args.level, columns=args.columns, row_group_size=args.row_group_size, mode=args.mode,
+            verify=args.verify,
         )
         src = parse_location(args.src)
         dst = parse_location(args.dst)
@@ -164,13 +172,13 @@ def recompress(src: Location, dst: Location, settings: Settings, *, show_progres
 
 
 def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progress | None) -> Report:
-    from shared.storage import open_blob, service_client
+    from shared.blobs import blob_to_blob
+    from shared.storage import open_blob
 
-    service = service_client(settings)
-    source = service.get_blob_client(src.container or "", src.blob or "")
+    storage = _storage(settings)
+    source = storage.blob(src.container or "", src.blob or "")
     if dst.is_blob:
-        return pipeline.blob_to_blob(source, service.get_blob_client(dst.container or "", dst.blob or ""),
-                                     settings, progress)
+        return blob_to_blob(source, storage.blob(dst.container or "", dst.blob or ""), settings, progress)
     opened = open_blob(source, settings)
     return pipeline.run(opened.file, src.text, opened.size, opened.etag, _local_sink(dst), settings,
                         dst.text, progress)
@@ -183,17 +191,25 @@ def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress
     source = pa.OSFile(str(path))
     size = source.size()
     if dst.is_blob:
-        from shared.storage import BlockBlobSink, service_client
+        from shared.storage import BlockBlobSink
 
-        target = service_client(settings).get_blob_client(dst.container or "", dst.blob or "")
-        sink: pipeline.Sink = BlockBlobSink(target, settings, replaces="*")  # like cp: DST may exist
+        target = _storage(settings).blob(dst.container or "", dst.blob or "")
+        sink: Sink = BlockBlobSink(target, settings, replaces="*")  # like cp: DST may exist
     else:
         sink = _local_sink(dst)
     return pipeline.run(source, str(path), size, None, sink, settings, dst.text, progress)
 
 
-def _local_sink(dst: Location) -> pipeline.LocalFileSink:
-    return pipeline.LocalFileSink(Path(dst.text))
+def _storage(settings: Settings) -> StorageContext:
+    """The storage context, for blob locations only: local runs never load the Azure SDK."""
+    from shared.storage import context, quiet_sdk_logging
+
+    quiet_sdk_logging()
+    return context(settings)
+
+
+def _local_sink(dst: Location) -> LocalFileSink:
+    return LocalFileSink(Path(dst.text))
 
 
 class _progress_bar:

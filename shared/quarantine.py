@@ -16,38 +16,38 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.storage.blob import BlobClient
 
 from shared import __version__
 from shared.errors import ConflictError, RecompressError
-from shared.report import SOURCE_ETAG_KEY, Report
+from shared.report import SOURCE_ETAG_KEY, Report, records_version
 from shared.settings import Settings
-from shared.storage import BlockBlobSink, call, properties_or_none, storage_errors
+from shared.storage import BlockBlobSink, StorageContext, label
 
 log = logging.getLogger("recompress")
 
 
 def quarantine(source: BlobClient, props: Any, error: RecompressError, settings: Settings,
-               service: BlobServiceClient) -> Report:
+               storage: StorageContext) -> Report:
     """Copy the input aside with an error report; idempotent for the same input version."""
-    env = settings.env
-    subject = f"{source.container_name}/{source.blob_name}"
+    subject = label(source)
     etag = str(props.etag)
-    container = service.get_container_client(settings.quarantine_container)
+    container = storage.service.get_container_client(settings.quarantine_container)
     with contextlib.suppress(ConflictError):  # it exists already
-        call(settings.quarantine_container, env, container.create_container)
+        storage.call(settings.quarantine_container, container.create_container)
     copy = container.get_blob_client(source.blob_name)
-    already = properties_or_none(copy, env)
-    if already is None or (already.metadata or {}).get(SOURCE_ETAG_KEY) != etag.strip('"'):
+    already = storage.properties_or_none(copy)
+    if not records_version(already, etag):
         content_type = str(props.content_settings.content_type or "application/octet-stream")
-        _copy(source, copy, etag, settings, content_type, replaces=already.etag if already is not None else None)
+        _copy(storage, source, copy, etag, settings, content_type,
+              replaces=already.etag if already is not None else None)
     report_blob = container.get_blob_client(f"{source.blob_name}.error.json")
     body = json.dumps(error_report(subject, props, error), indent=2).encode()
-    call(report_blob.blob_name, env, lambda: report_blob.upload_blob(body, overwrite=True,
-                                                                     content_type="application/json"))
+    storage.call(label(report_blob), lambda: report_blob.upload_blob(body, overwrite=True,
+                                                                      content_type="application/json"))
     report = Report(subject, f"{container.container_name}/{source.blob_name}", 0, int(props.size), 0, 0,
                     settings.zstd_level, status="quarantined", error=str(error))
-    log.warning(report.line())
+    log.warning("%s: quarantined: %s", subject, error.log_detail())
     return report
 
 
@@ -65,16 +65,18 @@ def error_report(subject: str, props: Any, error: RecompressError) -> dict[str, 
     }
 
 
-def _copy(source: BlobClient, target: BlobClient, etag: str, settings: Settings, content_type: str,
-          replaces: str | None) -> None:
+def _copy(storage: StorageContext, source: BlobClient, target: BlobClient, etag: str, settings: Settings,
+          content_type: str, replaces: str | None) -> None:
     """Stream the exact input version into the quarantine blob, block by block, in bounded memory."""
-    subject = f"{source.container_name}/{source.blob_name}"
     sink = BlockBlobSink(target, settings, replaces=replaces)
+
+    def copy_all() -> None:
+        stream = source.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        for chunk in stream.chunks():
+            sink.write(chunk)
+
     try:
-        with storage_errors(subject, settings.env):
-            stream = source.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
-            for chunk in stream.chunks():
-                sink.write(chunk)
+        storage.call(label(source), copy_all)
         sink.commit({SOURCE_ETAG_KEY: etag.strip('"')}, content_type=content_type)
     except BaseException:
         sink.abort()

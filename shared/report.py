@@ -1,4 +1,4 @@
-"""The account of one run: logged, returned by /api/process and printed by the CLI."""
+"""The account of one run: logged, returned by /api/process, printed by the CLI, and stored as blob metadata."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ CODEC = "zstd"
 SOURCE_ETAG_KEY = "recompress_source_etag"
 
 
+def records_version(blob: Any, etag: str) -> bool:
+    """Whether a blob's properties (an output, a quarantine copy) record this exact input version."""
+    return blob is not None and (blob.metadata or {}).get(SOURCE_ETAG_KEY) == etag.strip('"')
+
+
 @dataclass(frozen=True)
 class Report:
-    """What one run did, as logged, returned by /api/process and printed by the CLI."""
+    """What one run did."""
 
     source: str
     output: str
@@ -26,6 +31,11 @@ class Report:
     #: changed while it was read, so the newer version's own run publishes); quarantined.
     status: str = "written"
     error: str | None = None
+    #: exact (pages recompressed) or reencode (decoded and encoded again), and why under auto.
+    mode: str | None = None
+    mode_reason: str | None = None
+    #: full (every value decoded) or pages (page bytes, footer and counts).
+    proof: str | None = None
 
     @property
     def ratio(self) -> float:
@@ -40,5 +50,28 @@ class Report:
             return f"{self.source}: quarantined: {self.error}"
         if self.status != "written":
             return f"{self.source}: {self.status} ({self.error or 'nothing to do'})"
-        return (f"{self.source}: {self.rows} rows, {self.bytes_in} B -> {self.bytes_out} B "
-                f"(ratio {self.ratio:.3f}), {self.ms} ms")
+        how = f", {self.mode}" if self.mode else ""
+        if self.mode_reason:
+            how += f" ({self.mode_reason})"
+        if self.proof:
+            how += f", {self.proof} proof"
+        return (f"{self.source}: {self.rows} rows, {human_bytes(self.bytes_in)} → {human_bytes(self.bytes_out)} "
+                f"({change(self.bytes_in, self.bytes_out)}){how}, {self.ms} ms")
+
+
+def human_bytes(count: int) -> str:
+    """Sizes as people read them: ``115.4 MB``, ``812 B``."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def change(before: int, after: int) -> str:
+    """The size change as a signed percentage: ``−47 %``."""
+    if not before:
+        return "±0 %"
+    percent = round((after - before) * 100 / before)
+    return f"−{-percent} %" if percent < 0 else f"+{percent} %"

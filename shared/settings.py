@@ -1,17 +1,25 @@
-"""App settings, read once from the environment.
+"""App settings: the one place each setting, its default, its bounds and its meaning are written.
 
 Azure Functions hands app settings to the worker as environment variables, and
 so do ``local.settings.json`` under Core Tools and the project's local host, so
-the environment is the only source. Each setting is checked here, up front, so
-a typo fails with the setting's name rather than deep inside a run.
+the environment is the only source. They are read at the start of each
+invocation (cheap, and a changed app setting applies without a restart), and
+each is checked up front, so a typo fails with the setting's name rather than
+deep inside a run.
+
+Everything else derives from :class:`Settings`: the engines' limits, the
+README's settings table, ``local.settings.json.example`` and the CLI's help
+(``python -m shared settings`` prints the first two; a test proves they match).
+This module never touches storage or the network.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from typing import Any, Literal
 
 from shared.errors import ConfigError
 from shared.limits import Limits
@@ -24,12 +32,9 @@ STORAGE_CONNECTION = "ParquetStorage"
 PREFIX = "RECOMPRESS_"
 
 MIN_LEVEL, MAX_LEVEL = 1, 22
-
-#: zstd level 1 is the default. With per-column encodings chosen first, the
-#: level hardly moves the size: on the 5M-row reference table levels 1, 3, 6
-#: and 9 wrote 57.85, 58.01, 57.72 and 57.68 MB, while wall time rose 1.30x,
-#: 1.44x and 1.82x over level 1 (bench/results.md, `make bench`).
-DEFAULT_LEVEL = 1
+MODES = ("auto", "exact", "reencode")
+PROOFS = ("full", "pages")
+Mode = Literal["auto", "exact", "reencode"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -38,82 +43,20 @@ _UNITS = {
     "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
     "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
 }
+_CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
+
+Parser = Callable[[str, str], Any]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the pipeline may be told by its operator."""
-
-    input_container: str = "input"
-    output_container: str = "output"
-    zstd_level: int = DEFAULT_LEVEL
-    row_group_size: int = 1024 * 1024
-    columns: tuple[str, ...] | None = None
-    ranged_read_threshold: int = 64 * 1024**2
-    block_size: int = 8 * 1024**2
-    max_body_size: int = 100 * 1024**2
-    transform: str | None = None
-    download_concurrency: int = 4
-    upload_concurrency: int = 4
-    quarantine_container: str = "quarantine"
-    delete_source: bool = False
-    max_concurrent_files: int = 2
-    max_blob_size: int = 50 * 1024**3
-    max_columns: int = Limits.max_columns
-    max_nesting_depth: int = Limits.max_nesting_depth
-    max_rows: int = Limits.max_rows
-    max_row_group_bytes: int = Limits.max_row_group_bytes
-    deadline_seconds: int = Limits.deadline_seconds
-    retry_total: int = 5
-    retry_backoff: float = 1.0
-    read_timeout: int = 120
-    tune_encodings: bool = True
-    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every ``RECOMPRESS_*`` setting; defaults for the rest."""
-        source = dict(os.environ if env is None else env)
-        reader = _Reader(source)
-        return cls(
-            input_container=reader.container("INPUT_CONTAINER", cls.input_container),
-            output_container=reader.container("OUTPUT_CONTAINER", cls.output_container),
-            zstd_level=reader.integer("ZSTD_LEVEL", cls.zstd_level, MIN_LEVEL, MAX_LEVEL),
-            row_group_size=reader.integer("ROW_GROUP_SIZE", cls.row_group_size, 1, 2**31),
-            columns=reader.columns("COLUMNS"),
-            ranged_read_threshold=reader.size("RANGED_READ_THRESHOLD", cls.ranged_read_threshold),
-            block_size=reader.size("BLOCK_SIZE", cls.block_size, low=64 * 1024, high=4000 * 1024**2),
-            max_body_size=reader.size("MAX_BODY_SIZE", cls.max_body_size),
-            transform=reader.text("TRANSFORM"),
-            download_concurrency=reader.integer("DOWNLOAD_CONCURRENCY", cls.download_concurrency, 1, 64),
-            upload_concurrency=reader.integer("UPLOAD_CONCURRENCY", cls.upload_concurrency, 1, 64),
-            quarantine_container=reader.container("QUARANTINE_CONTAINER", cls.quarantine_container),
-            delete_source=reader.flag("DELETE_SOURCE", cls.delete_source),
-            max_concurrent_files=reader.integer("MAX_CONCURRENT_FILES", cls.max_concurrent_files, 1, 256),
-            max_blob_size=reader.size("MAX_BLOB_SIZE", cls.max_blob_size),
-            max_columns=reader.integer("MAX_COLUMNS", cls.max_columns, 1, 10**7),
-            max_nesting_depth=reader.integer("MAX_NESTING_DEPTH", cls.max_nesting_depth, 1, 10**4),
-            max_rows=reader.integer("MAX_ROWS", cls.max_rows, 0, 2**62),
-            max_row_group_bytes=reader.size("MAX_ROW_GROUP_BYTES", cls.max_row_group_bytes),
-            deadline_seconds=reader.integer("DEADLINE_SECONDS", cls.deadline_seconds, 1, 7 * 24 * 3600),
-            retry_total=reader.integer("RETRY_TOTAL", cls.retry_total, 0, 20),
-            retry_backoff=reader.seconds("RETRY_BACKOFF", cls.retry_backoff),
-            read_timeout=reader.integer("READ_TIMEOUT", cls.read_timeout, 1, 3600),
-            tune_encodings=reader.flag("TUNE_ENCODINGS", cls.tune_encodings),
-            env=source,
-        )
-
-    def with_overrides(self, **changes: object) -> Settings:
-        """A copy with per-request choices applied (``None`` keeps the setting)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+# --------------------------------------------------------------------------- parsers (raw text, subject) -> value
 
 
 def parse_level(raw: str, subject: str = "level") -> int:
     """Parse a zstd level the way every entry point (setting, query, CLI) must."""
     try:
         value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(subject, f"must be a whole number from {MIN_LEVEL} to {MAX_LEVEL}, got {raw!r}") from None
+    except ValueError as exc:
+        raise ConfigError(subject, f"must be a whole number from {MIN_LEVEL} to {MAX_LEVEL}, got {raw!r}") from exc
     if not MIN_LEVEL <= value <= MAX_LEVEL:
         raise ConfigError(subject, f"must be from {MIN_LEVEL} to {MAX_LEVEL}, got {value}")
     return value
@@ -139,70 +82,257 @@ def parse_size(raw: str, subject: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
-class _Reader:
-    """Reads prefixed settings and turns each bad value into a ConfigError naming it."""
+def parse_choice(options: tuple[str, ...]) -> Parser:
+    """A parser accepting one of ``options`` (case-insensitive)."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
+    def parse(raw: str, subject: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ConfigError(subject, f"must be one of {', '.join(options)}, got {raw!r}")
+        return value
 
-    def text(self, key: str) -> str | None:
-        value = self._env.get(PREFIX + key, "").strip()
-        return value or None
+    return parse
 
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        raw = self.text(key)
-        if raw is None:
-            return default
-        if key == "ZSTD_LEVEL":
-            return parse_level(raw, PREFIX + key)
+
+def _integer(low: int, high: int) -> Parser:
+    def parse(raw: str, subject: str) -> int:
         try:
             value = int(raw)
-        except ValueError:
-            raise ConfigError(PREFIX + key, f"must be a whole number, got {raw!r}") from None
+        except ValueError as exc:
+            raise ConfigError(subject, f"must be a whole number, got {raw!r}") from exc
         if not low <= value <= high:
-            raise ConfigError(PREFIX + key, f"must be from {low} to {high}, got {value}")
+            raise ConfigError(subject, f"must be from {low} to {high}, got {value}")
         return value
 
-    def size(self, key: str, default: int, low: int = 1, high: int = 2**62) -> int:
-        raw = self.text(key)
-        if raw is None:
-            return default
-        value = parse_size(raw, PREFIX + key)
+    return parse
+
+
+def _size(low: int = 1, high: int = 2**62) -> Parser:
+    def parse(raw: str, subject: str) -> int:
+        value = parse_size(raw, subject)
         if not low <= value <= high:
-            raise ConfigError(PREFIX + key, f"must be from {low} to {high} bytes, got {value}")
+            raise ConfigError(subject, f"must be from {low} to {high} bytes, got {value}")
         return value
 
-    def seconds(self, key: str, default: float) -> float:
-        raw = self.text(key)
-        if raw is None:
-            return default
+    return parse
+
+
+def _seconds(low: float, high: float) -> Parser:
+    def parse(raw: str, subject: str) -> float:
         try:
             value = float(raw)
-        except ValueError:
-            raise ConfigError(PREFIX + key, f"must be a number of seconds, got {raw!r}") from None
-        if not 0 <= value <= 600:
-            raise ConfigError(PREFIX + key, f"must be from 0 to 600 seconds, got {raw}")
+        except ValueError as exc:
+            raise ConfigError(subject, f"must be a number of seconds, got {raw!r}") from exc
+        if not low <= value <= high:
+            raise ConfigError(subject, f"must be from {low:g} to {high:g} seconds, got {raw}")
         return value
 
-    def flag(self, key: str, default: bool) -> bool:
-        raw = self.text(key)
-        if raw is None:
-            return default
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(PREFIX + key, f"must be true or false, got {raw!r}")
+    return parse
 
-    def columns(self, key: str) -> tuple[str, ...] | None:
-        raw = self.text(key)
-        return None if raw is None else parse_columns(raw, PREFIX + key)
 
-    def container(self, key: str, default: str) -> str:
-        name = self.text(key) or default
-        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", name):
-            raise ConfigError(
-                PREFIX + key,
-                f"{name!r} is not a valid container name (3-63 lowercase letters, digits and single hyphens)",
-            )
-        return name
+def _flag(raw: str, subject: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(subject, f"must be true or false, got {raw!r}")
+
+
+def _text(raw: str, subject: str) -> str:
+    return raw
+
+
+def _container(raw: str, subject: str) -> str:
+    if not _CONTAINER.fullmatch(raw):
+        raise ConfigError(subject, f"{raw!r} is not a valid container name "
+                                   "(3-63 lowercase letters, digits and single hyphens)")
+    return raw
+
+
+def _setting(default: Any, parse: Parser, doc: str, *, shown: str | None = None) -> Any:
+    """Declare one ``RECOMPRESS_<FIELD>`` setting: its default, parser and one-line meaning."""
+    return field(default=default, metadata={"parse": parse, "doc": doc, "shown": shown})
+
+
+# --------------------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach storage, resolved as the Functions host resolves a connection named ``ParquetStorage``.
+
+    Holds no secret in its repr: the connection string may carry an account key.
+    """
+
+    connection_string: str | None = field(default=None, repr=False)
+    service_uri: str | None = None
+    managed_identity: bool = False
+    client_id: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], name: str = STORAGE_CONNECTION) -> Connection:
+        uri = (env.get(f"{name}__serviceUri") or env.get(f"{name}__blobServiceUri") or "").strip()
+        return cls(
+            connection_string=env.get(name, "").strip() or None,
+            service_uri=uri or None,
+            managed_identity=env.get(f"{name}__credential", "").strip().lower() == "managedidentity",
+            client_id=env.get(f"{name}__clientId", "").strip() or None,
+        )
+
+    def how_signed_in(self) -> str:
+        """Which credential settings are in force, for error messages (never their values)."""
+        name = STORAGE_CONNECTION
+        if self.connection_string:
+            return f"the connection string in {name}"
+        if self.managed_identity:
+            extra = f" with {name}__clientId" if self.client_id else ""
+            return f"managed identity ({name}__credential=managedidentity{extra})"
+        return f"DefaultAzureCredential ({name}__serviceUri without {name}__credential)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline may be told by its operator; ``RECOMPRESS_<FIELD NAME>`` sets each field."""
+
+    input_container: str = _setting("input", _container, "container the trigger watches and `/api/process` reads")
+    output_container: str = _setting("output", _container, "container outputs are written to, same relative name")
+    quarantine_container: str = _setting(
+        "quarantine", _container, "where hopeless inputs are copied, with an error report")
+    mode: str = _setting(
+        "auto", parse_choice(MODES),
+        "`exact` recompresses pages and keeps everything else; `reencode` decodes and re-encodes "
+        "(needed for `columns` and a transform); `auto` re-encodes only where that is provably identical")
+    verify: str = _setting(
+        "full", parse_choice(PROOFS),
+        "`full` decodes every value before publishing; `pages` (exact mode only) checks page bytes, "
+        "footer and row counts without decoding")
+    #: zstd level 1 is the default. With per-column encodings chosen first, the
+    #: level hardly moves the size: on the 5M-row reference table levels 1, 3, 6
+    #: and 9 wrote 57.85, 58.01, 57.72 and 57.68 MB, while wall time rose 1.30x,
+    #: 1.44x and 1.82x over level 1 (bench/results.md, `make bench`).
+    zstd_level: int = _setting(1, parse_level, "zstd level 1–22 (see \"Why level 1\")")
+    row_group_size: int = _setting(
+        1024 * 1024, _integer(1, 2**31), "rows per output row group when re-encoding; small groups are coalesced")
+    columns: tuple[str, ...] | None = _setting(
+        None, parse_columns, "comma-separated columns to keep, like `read_parquet(columns=...)`", shown="all")
+    transform: str | None = _setting(None, _text, "optional hook `package.module:function`, see below", shown="—")
+    tune_encodings: bool = _setting(
+        True, _flag, "re-encode: try each column's encodings on a sample and keep the smallest")
+    ranged_read_threshold: int = _setting(
+        64 * 1024**2, _size(), "blobs above this are read by byte ranges instead of downloaded whole")
+    block_size: int = _setting(
+        8 * 1024**2, _size(64 * 1024, 4000 * 1024**2),
+        "output is staged in blocks of this size; smaller outputs go in one upload")
+    max_body_size: int = _setting(100 * 1024**2, _size(), "largest body `/api/recompress` accepts (413 above)")
+    download_concurrency: int = _setting(4, _integer(1, 64), "parallel range requests per download")
+    upload_concurrency: int = _setting(
+        4, _integer(1, 64), "blocks staged in parallel (also bounds memory: at most this many in flight)")
+    delete_source: bool = _setting(
+        False, _flag, "opt-in: delete the input after its output is published (only if unchanged since)")
+    max_concurrent_files: int = _setting(
+        2, _integer(1, 256), "files processed at once per worker process; bounds memory under bursts")
+    max_blob_size: int = _setting(50 * 1024**3, _size(), "larger inputs are quarantined unread")
+    max_columns: int = _setting(Limits.max_columns, _integer(1, 10**7), "leaf columns a file may have")
+    max_nesting_depth: int = _setting(
+        Limits.max_nesting_depth, _integer(1, 10**4), "levels of list/struct/map nesting")
+    max_rows: int = _setting(Limits.max_rows, _integer(0, 2**62), "rows a file may declare")
+    max_row_group_bytes: int = _setting(
+        Limits.max_row_group_bytes, _size(),
+        "declared decompressed size of one row group (stops decompression bombs before decoding)")
+    deadline_seconds: int = _setting(
+        Limits.deadline_seconds, _integer(1, 7 * 24 * 3600),
+        "time budget per file, checked as it runs; inside host.json's 10-minute `functionTimeout`")
+    retry_total: int = _setting(
+        5, _integer(0, 20), "storage retries per request (503/500/timeouts/resets), by the SDK's exponential policy")
+    retry_backoff: float = _setting(1.0, _seconds(0, 600), "first backoff in seconds; grows as backoff + 2^attempt")
+    read_timeout: int = _setting(120, _integer(1, 3600), "seconds to wait for storage to send data")
+    connection: Connection = field(default_factory=Connection)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every ``RECOMPRESS_*`` setting and the storage connection; defaults for the rest."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {"connection": Connection.from_env(source)}
+        for spec in documented():
+            raw = source.get(env_name(spec), "").strip()
+            if raw:
+                values[spec.name] = spec.metadata["parse"](raw, env_name(spec))
+        return cls(**values).checked()
+
+    def checked(self) -> Settings:
+        """Refuse combinations that would loop or collide, such as writing outputs into the input container."""
+        roles = [("RECOMPRESS_INPUT_CONTAINER", self.input_container),
+                 ("RECOMPRESS_OUTPUT_CONTAINER", self.output_container),
+                 ("RECOMPRESS_QUARANTINE_CONTAINER", self.quarantine_container)]
+        for index, (name, value) in enumerate(roles):
+            for other, other_value in roles[:index]:
+                if value == other_value:
+                    raise ConfigError(name, f"is {value!r}, the same container as {other}; each role needs its "
+                                            "own container, or every output would trigger a new run")
+        return self
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with per-request choices applied (``None`` keeps the setting)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def limits(self) -> Limits:
+        """The engines' limits, taken by name from these settings."""
+        return Limits(**{spec.name: getattr(self, spec.name) for spec in fields(Limits)})
+
+
+#: The zstd level when none is set (re-encode; exact mode's own default is chosen by measurement too).
+DEFAULT_LEVEL: int = Settings.zstd_level
+
+
+# --------------------------------------------------------------------------- what the docs are made from
+
+
+def documented() -> list[Field[Any]]:
+    """The fields that are app settings, in the order the docs list them."""
+    return [spec for spec in fields(Settings) if "parse" in spec.metadata]
+
+
+def env_name(spec: Field[Any] | str) -> str:
+    """``RECOMPRESS_ZSTD_LEVEL`` for the field ``zstd_level``."""
+    return PREFIX + (spec if isinstance(spec, str) else spec.name).upper()
+
+
+def default_text(spec: Field[Any]) -> str:
+    """The default as an operator would write it (``64MiB``, ``false``, ``1``)."""
+    if spec.metadata.get("shown"):
+        return str(spec.metadata["shown"])
+    value = spec.default if spec.default is not MISSING else None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int) and spec.metadata["parse"].__qualname__.startswith("_size"):
+        return format_size_setting(value)
+    return "" if value is None else str(value)
+
+
+def format_size_setting(value: int) -> str:
+    """Bytes in the largest binary unit that divides them: ``67108864`` is ``64MiB``."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= scale and value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
+def describe(name: str) -> str:
+    """A setting's meaning and default, for the CLI's help."""
+    spec = next(s for s in documented() if s.name == name)
+    return f"{spec.metadata['doc']} (default: {env_name(spec)} or {default_text(spec)})"
+
+
+def markdown_table() -> str:
+    """The README's table of ``RECOMPRESS_*`` settings."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{env_name(s)}` | `{default_text(s)}` | {s.metadata['doc']} |" for s in documented()]
+    return "\n".join(rows)
+
+
+def example_values() -> dict[str, str]:
+    """The ``RECOMPRESS_*`` entries of ``local.settings.json.example``: every setting at its default."""
+    return {env_name(s): "" if s.metadata.get("shown") else default_text(s) for s in documented()}

@@ -1,4 +1,4 @@
-"""Azure Blob Storage: clients, credentials, a ranged reader and an atomic block writer.
+"""Azure Blob Storage: the per-process storage context, a ranged reader and an atomic block writer.
 
 Reading: a small blob comes down in one parallel download into memory; a large
 one is read through :class:`RangedBlobFile`, a seekable file object that
@@ -7,8 +7,11 @@ memory does not grow with the file. Every request pins the ETag seen first, so
 a blob overwritten mid-read fails loudly instead of mixing two versions.
 
 Writing: :class:`BlockBlobSink` stages blocks as the encoder fills them and
-commits the block list only once the file is complete and verified; until
+commits the block list only once the file is complete and proven; until
 then no blob exists under the output name, so nobody can see a partial file.
+
+Only blob paths import this module (it loads the Azure SDK, about 0.3 s of
+start-up); local files and HTTP bodies never do. It never logs a secret.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,22 +41,14 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
 
-from shared.errors import ConfigError, ConflictError, CredentialError, NotFoundError, StorageError
-from shared.settings import STORAGE_CONNECTION, Settings
+from shared.errors import ConfigError, ConflictError, CredentialError, NotFoundError, StorageError, first_line
+from shared.settings import STORAGE_CONNECTION, Connection, Settings
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _SECRETS = re.compile(r"(?i)(sig|accountkey|sharedaccesssignature|se|sp|sv|skoid|sktid|skv|sr)=([^&;\s\"']+)")
-
-for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.storage"):
-    # Their INFO lines repeat every request and header; errors reach us as exceptions anyway.
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
-# azure-identity warns once per credential tried, in several lines each; ExplainedCredential says it in one.
-logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
 def redact(text: str) -> str:
@@ -61,7 +56,71 @@ def redact(text: str) -> str:
     return _SECRETS.sub(lambda m: f"{m.group(1)}=***", text)
 
 
-# --------------------------------------------------------------------------- clients
+def quiet_sdk_logging() -> None:
+    """Keep the Azure SDK's per-request chatter out of the log; called by the entry points that own logging.
+
+    Its INFO lines repeat every request and header, and errors reach us as
+    exceptions anyway; azure-identity warns once per credential tried, in
+    several lines each, which :class:`ExplainedCredential` says in one.
+    """
+    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.storage"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
+
+
+def label(client: BlobClient) -> str:
+    """``container/blob``: how every message names a blob."""
+    return f"{client.container_name}/{client.blob_name}"
+
+
+# --------------------------------------------------------------------------- the storage context
+
+
+class StorageContext:
+    """One client, credential, retry policy and sign-in hint, shared by every run in this process.
+
+    Building a client per invocation would fetch a managed-identity token per
+    file, and the identity endpoint throttles; the SDK's clients and
+    azure-identity's credentials are thread-safe, so one serves all threads.
+    """
+
+    def __init__(self, settings: Settings, *, quick: bool = False) -> None:
+        self.hint = settings.connection.how_signed_in()
+        self.service = _service_client(settings, self.hint, quick=quick)
+
+    def blob(self, container: str, name: str) -> BlobClient:
+        return self.service.get_blob_client(container, name)
+
+    def call(self, subject: str, action: Callable[[], T]) -> T:
+        """Run one storage call, its SDK errors turned into the app's one-line errors (cause kept)."""
+        with storage_errors(subject, self.hint):
+            return action()
+
+    def properties_or_none(self, client: BlobClient) -> Any:
+        """The blob's properties, or None when it does not exist."""
+        try:
+            return self.call(label(client), client.get_blob_properties)
+        except NotFoundError:
+            return None
+
+
+_contexts: dict[bool, tuple[tuple[Any, ...], StorageContext]] = {}
+_contexts_lock = threading.Lock()
+
+
+def context(settings: Settings, *, quick: bool = False) -> StorageContext:
+    """This process's storage context, built on first use and rebuilt only when its settings change.
+
+    ``quick`` is a separate context for probes such as the health check,
+    which must answer fast rather than wait out an outage.
+    """
+    key = (settings.connection, settings.retry_total, settings.retry_backoff, settings.read_timeout)
+    with _contexts_lock:
+        cached = _contexts.get(quick)
+        if cached is None or cached[0] != key:
+            cached = (key, StorageContext(settings, quick=quick))
+            _contexts[quick] = cached
+        return cached[1]
 
 
 def client_options(settings: Settings, *, quick: bool = False) -> dict[str, Any]:
@@ -70,8 +129,7 @@ def client_options(settings: Settings, *, quick: bool = False) -> dict[str, Any]
     Backoff grows as ``backoff + 2**attempt`` seconds (with jitter), so the
     default five retries span about half a minute before the run gives up and
     the host's own retry takes over. A backoff under one second stays constant
-    (tests use it to see many retries quickly). ``quick`` is for probes such as the health
-    check, which must answer fast rather than wait out an outage.
+    (tests use it to see many retries quickly).
     """
     if quick:
         return {"retry_total": 0, "connection_timeout": 3, "read_timeout": 5}
@@ -86,27 +144,32 @@ def client_options(settings: Settings, *, quick: bool = False) -> dict[str, Any]
 
 def check_storage(settings: Settings) -> None:
     """Raise unless storage answers and the input container exists."""
-    service = service_client(settings, quick=True)
-    container = service.get_container_client(settings.input_container)
-    call(f"container {settings.input_container!r}", settings.env, container.get_container_properties)
+    probe = context(settings, quick=True)
+    container = probe.service.get_container_client(settings.input_container)
+    probe.call(f"container {settings.input_container!r}", container.get_container_properties)
 
 
-def service_client(settings: Settings, *, quick: bool = False) -> BlobServiceClient:
+def service_client(settings: Settings) -> BlobServiceClient:
+    """The process's client for the configured account (see :func:`context`)."""
+    return context(settings).service
+
+
+def _service_client(settings: Settings, hint: str, *, quick: bool) -> BlobServiceClient:
     """Build a client from the connection settings, the way the Functions host resolves them.
 
     ``ParquetStorage`` holds a connection string, or ``ParquetStorage__serviceUri``
     (or ``__blobServiceUri``) names the account and azure-identity signs in,
     with a managed identity when ``__credential=managedidentity``.
     """
-    env = settings.env
     name = STORAGE_CONNECTION
-    connection_string = env.get(name, "").strip()
-    if connection_string:
+    connection = settings.connection
+    options = client_options(settings, quick=quick)
+    if connection.connection_string:
         try:
-            return BlobServiceClient.from_connection_string(connection_string, **client_options(settings, quick=quick))
-        except ValueError:
-            raise ConfigError(name, "is not a valid storage connection string") from None
-    uri = (env.get(f"{name}__serviceUri") or env.get(f"{name}__blobServiceUri") or "").strip()
+            return BlobServiceClient.from_connection_string(connection.connection_string, **options)
+        except ValueError as exc:
+            raise ConfigError(name, "is not a valid storage connection string") from exc
+    uri = connection.service_uri
     if not uri:
         raise ConfigError(
             name,
@@ -116,18 +179,16 @@ def service_client(settings: Settings, *, quick: bool = False) -> BlobServiceCli
         )
     if not uri.lower().startswith("https://"):
         raise ConfigError(f"{name}__serviceUri", "must be an https:// URL: identities only sign in over HTTPS")
-    return BlobServiceClient(uri, credential=credential(env), **client_options(settings, quick=quick))
+    return BlobServiceClient(uri, credential=credential(connection, hint), **options)
 
 
-def credential(env: Mapping[str, str]) -> ExplainedCredential:
+def credential(connection: Connection, hint: str) -> ExplainedCredential:
     """The azure-identity credential the identity-based settings ask for."""
     from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
-    prefix = STORAGE_CONNECTION
-    client_id = env.get(f"{prefix}__clientId") or None
-    if env.get(f"{prefix}__credential", "").strip().lower() == "managedidentity":
-        return ExplainedCredential(ManagedIdentityCredential(client_id=client_id), env)
-    return ExplainedCredential(DefaultAzureCredential(managed_identity_client_id=client_id), env)
+    if connection.managed_identity:
+        return ExplainedCredential(ManagedIdentityCredential(client_id=connection.client_id), hint)
+    return ExplainedCredential(DefaultAzureCredential(managed_identity_client_id=connection.client_id), hint)
 
 
 class ExplainedCredential:
@@ -139,9 +200,9 @@ class ExplainedCredential:
     own error stops the retries at once: no retry would conjure an identity.
     """
 
-    def __init__(self, inner: Any, env: Mapping[str, str]) -> None:
+    def __init__(self, inner: Any, hint: str) -> None:
         self._inner = inner
-        self._env = env
+        self._hint = hint
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
         return self._guard(lambda: self._inner.get_token(*scopes, **kwargs))
@@ -156,42 +217,39 @@ class ExplainedCredential:
         try:
             return fetch()
         except AzureError as exc:
-            raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, self._env)) from None
-
-
-def how_signed_in(env: Mapping[str, str]) -> str:
-    """Describe the credential settings in force, for error messages (never their values)."""
-    prefix = STORAGE_CONNECTION
-    if env.get(prefix):
-        return f"the connection string in {prefix}"
-    if env.get(f"{prefix}__credential", "").strip().lower() == "managedidentity":
-        extra = f" with {prefix}__clientId" if env.get(f"{prefix}__clientId") else ""
-        return f"managed identity ({prefix}__credential=managedidentity{extra})"
-    return f"DefaultAzureCredential ({prefix}__serviceUri without {prefix}__credential)"
+            raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, self._hint)) from exc
 
 
 @contextmanager
-def storage_errors(subject: str, env: Mapping[str, str] | None = None) -> Iterator[None]:
-    """Turn Azure SDK exceptions into the app's one-line errors."""
+def storage_errors(subject: str, hint: str = "the configured credential") -> Iterator[None]:
+    """Turn Azure SDK exceptions into the app's one-line errors, keeping the cause, error code and request id."""
     try:
         yield
-    except ResourceNotFoundError:
-        raise NotFoundError(subject, "does not exist") from None
-    except (ResourceExistsError, ResourceModifiedError):
-        raise ConflictError(subject, "was changed by another writer meanwhile; not overwritten") from None
+    except ResourceNotFoundError as exc:
+        raise NotFoundError(subject, "does not exist", **_trace(exc)) from exc
+    except (ResourceExistsError, ResourceModifiedError) as exc:
+        raise ConflictError(subject, "was changed by another writer meanwhile; not overwritten", **_trace(exc)) from exc
     except ClientAuthenticationError as exc:
-        raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, env or {})) from None
+        raise CredentialError(STORAGE_CONNECTION, _auth_hint(exc, hint), **_trace(exc)) from exc
     except HttpResponseError as exc:
         code = getattr(exc, "error_code", None) or exc.reason or "error"
-        raise StorageError(subject, f"storage answered {exc.status_code} {code}") from None
+        raise StorageError(subject, f"storage answered {exc.status_code} {code}", **_trace(exc)) from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
-        raise StorageError(subject, f"storage is unreachable ({redact(_first_line(exc))})") from None
+        raise StorageError(subject, f"storage is unreachable ({redact(first_line(exc))})") from exc
     except AzureError as exc:
-        raise StorageError(subject, redact(_first_line(exc))) from None
+        raise StorageError(subject, redact(first_line(exc))) from exc
 
 
-def _auth_hint(exc: AzureError, env: Mapping[str, str]) -> str:
-    text = _first_line(exc)
+def _trace(exc: AzureError) -> dict[str, str | None]:
+    """The service's error code and ``x-ms-request-id``: what Azure support asks for."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    code = getattr(exc, "error_code", None)
+    return {"code": str(code) if code else None, "request_id": headers.get("x-ms-request-id")}
+
+
+def _auth_hint(exc: AzureError, how: str) -> str:
+    text = first_line(exc)
     if isinstance(exc, ServiceRequestError) or "IMDS" in text or "managed identity" in text.lower():
         reason = "no managed identity is reachable (normal off Azure)"
     elif getattr(exc, "status_code", None) == 403:
@@ -199,21 +257,10 @@ def _auth_hint(exc: AzureError, env: Mapping[str, str]) -> str:
     else:
         reason = "no credential could sign in"
     return (
-        f"could not authenticate with {how_signed_in(env)}: {reason}; "
+        f"could not authenticate with {how}: {reason}; "
         f"for local runs set {STORAGE_CONNECTION} to a connection string (UseDevelopmentStorage=true), "
         "on Azure grant the app's identity 'Storage Blob Data Owner' on the account"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def call(subject: str, env: Mapping[str, str], action: Callable[[], T]) -> T:
-    """Run one storage call under :func:`storage_errors`."""
-    with storage_errors(subject, env):
-        return action()
 
 
 # --------------------------------------------------------------------------- reading
@@ -235,16 +282,17 @@ def open_blob(client: BlobClient, settings: Settings, props: Any = None) -> Blob
 
     ``props``: the blob's properties when the caller already fetched them.
     """
-    subject = f"{client.container_name}/{client.blob_name}"
+    subject = label(client)
+    storage = context(settings)
     if props is None:
-        props = call(subject, settings.env, client.get_blob_properties)
+        props = storage.call(subject, client.get_blob_properties)
     size, etag = int(props.size), str(props.etag)
     if size > settings.ranged_read_threshold:
         file: Any = pa.PythonFile(RangedBlobFile(client, size, etag, settings), mode="r")
         return BlobSource(subject, size, etag, file, ranged=True)
     buffer = io.BytesIO()
     if size:
-        call(subject, settings.env, lambda: client.download_blob(
+        storage.call(subject, lambda: client.download_blob(
             etag=etag, match_condition=MatchConditions.IfNotModified,
             max_concurrency=settings.download_concurrency,
         ).readinto(buffer))
@@ -265,7 +313,7 @@ class RangedBlobFile(io.RawIOBase):
         self._client = client
         self._size = size
         self._etag = etag
-        self._env = settings.env
+        self._storage = context(settings)
         self._concurrency = settings.download_concurrency
         self._pos = 0
         self.requests = 0
@@ -309,10 +357,9 @@ class RangedBlobFile(io.RawIOBase):
     def _fetch(self, offset: int, length: int) -> bytes:
         self.requests += 1
         self.bytes_fetched += length
-        subject = f"{self._client.container_name}/{self._client.blob_name}"
         # Parallel chunks only pay off for big ranges; small ones (footers) go in one request.
         concurrency = self._concurrency if length > 8 * 1024**2 else 1
-        return call(subject, self._env, lambda: self._client.download_blob(
+        return self._storage.call(label(self._client), lambda: self._client.download_blob(
             offset=offset, length=length, etag=self._etag,
             match_condition=MatchConditions.IfNotModified, max_concurrency=concurrency,
         ).readall())
@@ -327,14 +374,6 @@ def _write_conditions(replaces: str | None) -> dict[str, Any]:
     if replaces is None:
         return {"match_condition": MatchConditions.IfMissing}
     return {"etag": replaces, "match_condition": MatchConditions.IfNotModified}
-
-
-def properties_or_none(client: BlobClient, env: Mapping[str, str]) -> Any:
-    """The blob's properties, or None when it does not exist."""
-    try:
-        return call(f"{client.container_name}/{client.blob_name}", env, client.get_blob_properties)
-    except NotFoundError:
-        return None
 
 
 class BlockBlobSink(io.RawIOBase):
@@ -358,7 +397,7 @@ class BlockBlobSink(io.RawIOBase):
         self._client = client
         self._conditions = _write_conditions(replaces)
         self._precommit = precommit
-        self._env = settings.env
+        self._storage = context(settings)
         self._block_size = settings.block_size
         self._buffer = pa.BufferOutputStream()
         self._written = 0
@@ -367,7 +406,7 @@ class BlockBlobSink(io.RawIOBase):
         self._inflight: list[Future[None]] = []
         self._slots = threading.BoundedSemaphore(settings.upload_concurrency)
         self._pool = ThreadPoolExecutor(max_workers=settings.upload_concurrency, thread_name_prefix="stage")
-        self.subject = f"{client.container_name}/{client.blob_name}"
+        self.subject = label(client)
 
     def writable(self) -> bool:
         return True
@@ -394,11 +433,11 @@ class BlockBlobSink(io.RawIOBase):
         if self._precommit is not None:
             self._precommit()
         if not self._blocks:
-            call(self.subject, self._env, lambda: self._client.upload_blob(
+            self._storage.call(self.subject, lambda: self._client.upload_blob(
                 tail.to_pybytes(), overwrite=True, metadata=metadata, content_settings=settings, **self._conditions,
             ))
         else:
-            call(self.subject, self._env, lambda: self._client.commit_block_list(
+            self._storage.call(self.subject, lambda: self._client.commit_block_list(
                 self._blocks, metadata=metadata, content_settings=settings, **self._conditions,
             ))
         self._pool.shutdown()
@@ -422,7 +461,7 @@ class BlockBlobSink(io.RawIOBase):
         try:
             # A zero-copy view of the Arrow buffer: requests sends any bytes-like body.
             view = memoryview(block)
-            call(self.subject, self._env, lambda: self._client.stage_block(
+            self._storage.call(self.subject, lambda: self._client.stage_block(
                 block_id, view, length=view.nbytes,  # type: ignore[arg-type]  # any bytes-like body works
             ))
         finally:

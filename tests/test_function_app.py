@@ -26,6 +26,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 import function_app
 from devhost.azurite import Azurite, free_port
+from shared.report import human_bytes
 from shared.settings import STORAGE_CONNECTION
 from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
 
@@ -136,8 +137,7 @@ def test_each_processed_file_logs_one_line_with_its_numbers(host: RunningHost) -
 
     line = wait_for(lambda: host.log_line("logged.parquet: 777 rows"), "the report line")
 
-    assert f"{len(data)} B ->" in line
-    assert "ratio" in line
+    assert f"{human_bytes(len(data))} →" in line
     assert " ms" in line
 
 

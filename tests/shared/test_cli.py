@@ -23,6 +23,7 @@ import pytest
 
 from shared import cli
 from shared.errors import InputError
+from shared.report import change, human_bytes
 from shared.settings import DEFAULT_LEVEL
 from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
 
@@ -120,8 +121,9 @@ def assert_recompressed(src: Path, dst: Path) -> None:
     assert codec_of(dst.read_bytes()) == {"ZSTD"}
 
 
-REPORT_LINE = re.compile(r"^(?P<source>.+): (?P<rows>\d+) rows, (?P<bytes_in>\d+) B -> (?P<bytes_out>\d+) B "
-                         r"\(ratio \d+\.\d{3}\), \d+ ms$")
+REPORT_LINE = re.compile(r"^(?P<source>.+): (?P<rows>[\d,]+) rows, "
+                         r"(?P<bytes_in>[\d.]+ k?B) → (?P<bytes_out>[\d.]+ k?B) \((?P<change>[−+±]\d+ %)\)"
+                         r"(?:, (?P<mode>.+))?, \d+ ms$")
 
 
 # --------------------------------------------------------------------------- success, as a real process
@@ -138,9 +140,10 @@ def test_recompress_writes_dst_with_the_same_data_and_prints_one_report_line(src
     match = REPORT_LINE.match(lines[0])
     assert match, lines[0]
     assert match["source"] == str(src)
-    assert int(match["rows"]) == ROWS
-    assert int(match["bytes_in"]) == src.stat().st_size
-    assert int(match["bytes_out"]) == dst.stat().st_size
+    assert int(match["rows"].replace(",", "")) == ROWS
+    assert match["bytes_in"] == human_bytes(src.stat().st_size)
+    assert match["bytes_out"] == human_bytes(dst.stat().st_size)
+    assert match["change"] == change(src.stat().st_size, dst.stat().st_size)
     assert partial_files(dst.parent) == []
 
 

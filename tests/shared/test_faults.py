@@ -20,7 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devhost.azurite import Azurite, connection_string, free_port
-from shared import pipeline
+from shared import blobs
 from shared.errors import StorageError
 from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import Fault, FaultProxy
@@ -97,11 +97,11 @@ def test_a_storage_fault_yields_a_complete_output_or_none(
     source_blob = containers[0].get_blob_client("f.parquet")
     source_blob.upload_blob(data)
     settings = settings_via(proxy, storage_env, **extra)
-    service = BlobServiceClient.from_connection_string(settings.env[STORAGE_CONNECTION])
+    service = BlobServiceClient.from_connection_string(settings.connection.connection_string or "")
     proxy.faults = [Fault(**{**vars(f), "hits": 0}) for f in faults]
 
     try:
-        report = pipeline.process_blob(service.get_blob_client(containers[0].container_name, "f.parquet"), settings)
+        report = blobs.process_blob(service.get_blob_client(containers[0].container_name, "f.parquet"), settings)
     except StorageError:
         report = None
 
@@ -143,7 +143,7 @@ def test_azurite_killed_and_restarted_mid_run_leaves_a_whole_output_or_none(
 
         def run() -> None:
             try:
-                outcome["report"] = pipeline.process_named_blob("k.parquet", settings)
+                outcome["report"] = blobs.process_named_blob("k.parquet", settings)
             except StorageError as exc:
                 outcome["error"] = exc
 

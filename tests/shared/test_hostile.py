@@ -35,7 +35,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from shared import __version__, pipeline
+from shared import __version__, blobs, pipeline
 from shared.limits import nesting_depth
 from shared.report import Report
 from shared.settings import STORAGE_CONNECTION, Settings
@@ -428,12 +428,12 @@ def test_a_bad_blob_is_quarantined_once_with_nothing_written(
     containers[0].get_blob_client(name).upload_blob(body)
     etag = containers[0].get_blob_client(name).get_blob_properties().etag
 
-    first = pipeline.process_blob(containers[0].get_blob_client(name), settings)
+    first = blobs.process_blob(containers[0].get_blob_client(name), settings)
 
     assert_quarantined(first, service, containers, quarantine, name, body, case.kind, case.problem)
     copy = service.get_blob_client(quarantine, name).get_blob_properties()
 
-    again = pipeline.process_blob(containers[0].get_blob_client(name), settings)
+    again = blobs.process_blob(containers[0].get_blob_client(name), settings)
 
     assert_quarantined(again, service, containers, quarantine, name, body, case.kind, case.problem)
     assert service.get_blob_client(quarantine, name).get_blob_properties().etag == copy.etag, "copied twice"
@@ -453,7 +453,7 @@ def test_a_flipped_blob_is_quarantined_or_rewritten_with_the_rows_pyarrow_reads(
     expected_rows = readable_rows(body)
     containers[0].get_blob_client(name).upload_blob(body)
 
-    report = pipeline.process_blob(containers[0].get_blob_client(name), settings)
+    report = blobs.process_blob(containers[0].get_blob_client(name), settings)
 
     if expected_rows is None:
         assert_quarantined(report, service, containers, quarantine, name, body, "NotParquetError", UNREADABLE)

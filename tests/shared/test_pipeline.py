@@ -11,7 +11,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devhost.azurite import Azurite, connection_string, free_port
-from shared import pipeline
+from shared import blobs
 from shared.errors import InputError
 from shared.report import Report
 from shared.settings import STORAGE_CONNECTION, Settings
@@ -30,10 +30,10 @@ def output(container: ContainerClient, name: str) -> bytes:
 def process_until_held(proxy: FaultProxy, container: ContainerClient, name: str,
                        settings: Settings) -> tuple[threading.Thread, list[Report]]:
     """Start processing ``name`` through the proxy; return once its delay fault holds the run."""
-    service = BlobServiceClient.from_connection_string(settings.env[STORAGE_CONNECTION])
+    service = BlobServiceClient.from_connection_string(settings.connection.connection_string or "")
     results: list[Report] = []
     worker = threading.Thread(target=lambda: results.append(
-        pipeline.process_blob(service.get_blob_client(container.container_name, name), settings)))
+        blobs.process_blob(service.get_blob_client(container.container_name, name), settings)))
     worker.start()
     while proxy.injected == 0:
         assert worker.is_alive(), "the run ended before the fault held it"
@@ -47,9 +47,9 @@ def test_the_same_version_delivered_again_is_skipped_without_rewriting(
     upload(containers[0], "once.parquet", parquet_bytes(sample_table(100)))
     source = containers[0].get_blob_client("once.parquet")
 
-    first = pipeline.process_blob(source, settings)
+    first = blobs.process_blob(source, settings)
     etag_after_first = containers[1].get_blob_client("once.parquet").get_blob_properties().etag
-    second = pipeline.process_blob(source, settings)
+    second = blobs.process_blob(source, settings)
 
     assert (first.status, second.status) == ("written", "skipped")
     assert second.rows == 100
@@ -60,11 +60,11 @@ def test_a_new_version_of_the_input_replaces_the_output(
     settings: Settings, containers: tuple[ContainerClient, ContainerClient]
 ) -> None:
     upload(containers[0], "v.parquet", parquet_bytes(sample_table(10)))
-    pipeline.process_blob(containers[0].get_blob_client("v.parquet"), settings)
+    blobs.process_blob(containers[0].get_blob_client("v.parquet"), settings)
     newer = parquet_bytes(sample_table(25))
     upload(containers[0], "v.parquet", newer)
 
-    report = pipeline.process_blob(containers[0].get_blob_client("v.parquet"), settings)
+    report = blobs.process_blob(containers[0].get_blob_client("v.parquet"), settings)
 
     assert report.status == "written"
     assert_same_data(newer, output(containers[1], "v.parquet"))
@@ -79,7 +79,7 @@ def test_many_runs_of_one_version_at_once_publish_exactly_once(
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         reports = list(pool.map(
-            lambda _: pipeline.process_blob(containers[0].get_blob_client("race.parquet"), wide_open), range(8)
+            lambda _: blobs.process_blob(containers[0].get_blob_client("race.parquet"), wide_open), range(8)
         ))
 
     statuses = Counter(r.status for r in reports)
@@ -105,7 +105,7 @@ def test_an_input_overwritten_while_it_is_processed_never_publishes_the_old_vers
         assert results[0].status == "superseded"
         with pytest.raises(ResourceNotFoundError):
             containers[1].get_blob_client("moving.parquet").get_blob_properties()
-        latest = pipeline.process_blob(containers[0].get_blob_client("moving.parquet"), settings)
+        latest = blobs.process_blob(containers[0].get_blob_client("moving.parquet"), settings)
         assert latest.status == "written"
         assert_same_data(new, output(containers[1], "moving.parquet"))
     finally:
@@ -118,8 +118,8 @@ def test_the_source_is_kept_unless_deletion_is_asked_for(
     upload(containers[0], "keep.parquet", parquet_bytes(sample_table(5)))
     upload(containers[0], "drop.parquet", parquet_bytes(sample_table(5)))
 
-    pipeline.process_blob(containers[0].get_blob_client("keep.parquet"), settings)
-    pipeline.process_blob(containers[0].get_blob_client("drop.parquet"), settings.with_overrides(delete_source=True))
+    blobs.process_blob(containers[0].get_blob_client("keep.parquet"), settings)
+    blobs.process_blob(containers[0].get_blob_client("drop.parquet"), settings.with_overrides(delete_source=True))
 
     names = {b.name for b in containers[0].list_blobs()}
     assert names == {"keep.parquet"}
@@ -131,7 +131,7 @@ def test_a_quarantined_input_is_never_deleted_even_when_deletion_is_on(
 ) -> None:
     upload(containers[0], "junk.parquet", b"junk")
 
-    report = pipeline.process_blob(containers[0].get_blob_client("junk.parquet"),
+    report = blobs.process_blob(containers[0].get_blob_client("junk.parquet"),
                                    settings.with_overrides(delete_source=True))
 
     assert report.status == "quarantined"
@@ -146,14 +146,14 @@ def test_a_quarantined_input_is_never_deleted_even_when_deletion_is_on(
 )
 def test_process_refuses_names_outside_the_input_container(name: str, settings: Settings) -> None:
     with pytest.raises(InputError) as caught:
-        pipeline.process_named_blob(name, settings)
+        blobs.process_named_blob(name, settings)
     assert str(caught.value).startswith("blob name: ")
     assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["a.parquet", "deep/er/a b.parquet", "x" * 1024, "ünïcode/файл.parquet"])
 def test_ordinary_names_pass_the_check(name: str) -> None:
-    assert pipeline.check_blob_name(name) == name
+    assert blobs.check_blob_name(name) == name
 
 
 def test_a_run_that_loses_the_commit_race_to_a_newer_version_reports_superseded(
@@ -168,7 +168,7 @@ def test_a_run_that_loses_the_commit_race_to_a_newer_version_reports_superseded(
         proxy.faults = [Fault("PUT", containers[1].container_name, "delay", seconds=1.5)]  # hold the old run's commit
         worker, results = process_until_held(proxy, containers[0], "race2.parquet", via_proxy)
         upload(containers[0], "race2.parquet", new)  # the newer version lands and publishes first
-        assert pipeline.process_blob(containers[0].get_blob_client("race2.parquet"), direct).status == "written"
+        assert blobs.process_blob(containers[0].get_blob_client("race2.parquet"), direct).status == "written"
         worker.join(timeout=60)
 
         assert results[0].status == "superseded"

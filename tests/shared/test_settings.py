@@ -62,13 +62,17 @@ def test_without_an_argument_the_process_environment_is_read(monkeypatch: pytest
 
     assert settings.zstd_level == 11
     assert settings.output_container == "from-os-environ"
-    assert settings.env["RECOMPRESS_ZSTD_LEVEL"] == "11"
 
 
-def test_the_environment_read_is_kept_for_later_lookups() -> None:
-    env = {"ParquetStorage": "UseDevelopmentStorage=true", "OTHER": "x"}
+def test_the_storage_connection_is_read_with_the_settings_and_never_shown() -> None:
+    env = {"ParquetStorage": "AccountName=a;AccountKey=c2VjcmV0;", "ParquetStorage__clientId": "id-1"}
 
-    assert dict(Settings.from_env(env).env) == env
+    settings = Settings.from_env(env)
+
+    assert settings.connection.connection_string == env["ParquetStorage"]
+    assert settings.connection.client_id == "id-1"
+    assert "c2VjcmV0" not in repr(settings)
+    assert settings.connection.how_signed_in() == "the connection string in ParquetStorage"
 
 
 # --------------------------------------------------------------------------- each setting parsed

@@ -13,7 +13,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from shared import pipeline
+from shared import blobs, pipeline
 from shared.errors import ConfigError, CredentialError, NotFoundError, NotParquetError
 from shared.settings import STORAGE_CONNECTION, Settings
 from shared.storage import BlockBlobSink, RangedBlobFile, open_blob, redact, service_client
@@ -59,7 +59,7 @@ def test_ranged_path_output_equals_input(settings: Settings, containers: tuple[C
     upload(containers[0], "ranged.parquet", data)
     small_threshold = settings.with_overrides(ranged_read_threshold=1024)
 
-    report = pipeline.process_blob(containers[0].get_blob_client("ranged.parquet"), small_threshold)
+    report = blobs.process_blob(containers[0].get_blob_client("ranged.parquet"), small_threshold)
 
     output = download(containers[1], "ranged.parquet")
     assert_same_data(data, output)
@@ -74,7 +74,7 @@ def test_output_carries_the_source_version_in_its_metadata(
     source = containers[0].get_blob_client("dir/a b.parquet")
     etag = str(source.get_blob_properties().etag).strip('"')
 
-    pipeline.process_blob(source, settings)
+    blobs.process_blob(source, settings)
 
     props = containers[1].get_blob_client("dir/a b.parquet").get_blob_properties()
     assert props.metadata == {
@@ -120,7 +120,7 @@ def test_unreadable_blob_is_reported_and_writes_no_output(
     payload: bytes, settings: Settings, containers: tuple[ContainerClient, ...]
 ) -> None:
     upload(containers[0], "bad.parquet", payload)
-    report = pipeline.process_blob(containers[0].get_blob_client("bad.parquet"), settings)
+    report = blobs.process_blob(containers[0].get_blob_client("bad.parquet"), settings)
     assert report.status == "quarantined"
     assert report.error is not None
     assert report.error.startswith(f"{containers[0].container_name}/bad.parquet: not a readable Parquet file")
@@ -135,7 +135,7 @@ def test_the_engine_error_for_unreadable_bytes_names_the_source() -> None:
 
 def test_missing_blob_is_named(settings: Settings) -> None:
     with pytest.raises(NotFoundError, match=r"/nope.parquet: does not exist"):
-        pipeline.process_named_blob("nope.parquet", settings)
+        blobs.process_named_blob("nope.parquet", settings)
 
 
 def test_missing_connection_says_what_to_set() -> None:
@@ -156,7 +156,7 @@ def test_managed_identity_off_azure_fails_in_one_line(monkeypatch: pytest.Monkey
         f"{STORAGE_CONNECTION}__credential": "managedidentity",
     }
     with pytest.raises(CredentialError) as caught:
-        pipeline.process_named_blob("x.parquet", Settings.from_env(env))
+        blobs.process_named_blob("x.parquet", Settings.from_env(env))
     message = str(caught.value)
     assert "\n" not in message
     assert "managed identity" in message

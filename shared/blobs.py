@@ -1,0 +1,146 @@
+"""The idempotent blob protocol: what the trigger and ``/api/process`` do with one input blob.
+
+Delivery is at least once, so a run may repeat, overlap another, or find its
+input replaced under it. The output's metadata records the input version
+(its ETag); a version already published is skipped; the commit is
+conditional, so only one run publishes; a run whose input changed meanwhile
+stands down for the newer version's own run. Only inputs proven hopeless
+(:data:`shared.errors.QUARANTINABLE`) are quarantined; a bug or a failing
+transform raises, so the host retries and its poison queue keeps the blob.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.storage.blob import BlobClient
+
+from shared import pipeline
+from shared.errors import QUARANTINABLE, ConflictError, InputError, NotFoundError, StorageError
+from shared.pipeline import Progress
+from shared.quarantine import quarantine
+from shared.report import Report, records_version
+from shared.settings import Settings
+from shared.storage import BlockBlobSink, StorageContext, context, label, open_blob
+
+log = logging.getLogger("recompress")
+
+MAX_NAME = 1024
+
+
+class Superseded(StorageError):
+    """The input changed after it was read; its new version is processed by its own run."""
+
+
+def process_blob(source: BlobClient, settings: Settings) -> Report:
+    """Recompress ``input/<name>`` into ``output/<name>``: what the blob trigger does.
+
+    Safe to run any number of times, at once or in turn, for the same blob.
+    The trigger's client is re-addressed through the process's own storage
+    context, so our retry policy and timeouts apply to every request (the
+    trigger's carries the SDK defaults, with a 15 s initial backoff).
+    """
+    storage = context(settings)
+    source = storage.blob(source.container_name, source.blob_name)
+    with pipeline.file_slot(settings):
+        return _process(source, settings, storage)
+
+
+def process_named_blob(name: str, settings: Settings) -> Report:
+    """The same as the trigger, for a blob named in an HTTP request."""
+    return process_blob(context(settings).blob(settings.input_container, check_blob_name(name)), settings)
+
+
+def _process(source: BlobClient, settings: Settings, storage: StorageContext) -> Report:
+    subject = label(source)
+    target = storage.blob(settings.output_container, source.blob_name)
+    props = storage.call(subject, source.get_blob_properties)
+    etag = str(props.etag)
+    existing = storage.properties_or_none(target)
+    if records_version(existing, etag):
+        return _not_written(subject, target, props, existing, settings, "skipped",
+                            "this version was already recompressed")
+    try:
+        pipeline.check_size(subject, int(props.size), settings)
+        report = blob_to_blob(source, target, settings, replaces=existing.etag if existing else None, props=props,
+                              precommit=lambda: _still_current(storage, source, etag))
+    except QUARANTINABLE as exc:
+        return quarantine(source, props, exc, settings, storage)
+    except Superseded as exc:
+        return _not_written(subject, target, props, None, settings, "superseded", exc.problem)
+    except ConflictError:
+        lost = _lost_race(storage, source, target, props, settings)
+        if lost is None:
+            raise
+        return lost
+    if settings.delete_source:
+        delete_source(storage, source, etag)
+    return report
+
+
+def _lost_race(storage: StorageContext, source: BlobClient, target: BlobClient, props: Any,
+               settings: Settings) -> Report | None:
+    """Our conditional commit was refused: say who won, or None when nobody explains it."""
+    etag = str(props.etag)
+    now = storage.properties_or_none(target)
+    if records_version(now, etag):  # a concurrent run of this same version won the race
+        return _not_written(label(source), target, props, now, settings, "skipped", "published by a concurrent run")
+    try:
+        _still_current(storage, source, etag)
+    except Superseded as exc:  # a newer version's run published first: nothing left to do here
+        return _not_written(label(source), target, props, None, settings, "superseded", exc.problem)
+    return None
+
+
+def _still_current(storage: StorageContext, source: BlobClient, etag: str) -> None:
+    current = storage.properties_or_none(source)
+    if current is None or str(current.etag) != etag:
+        raise Superseded(label(source), "changed while it was being read; its newer version is processed on its own")
+
+
+def _not_written(subject: str, target: BlobClient, props: Any, existing: Any, settings: Settings, status: str,
+                 why: str) -> Report:
+    meta = (existing.metadata or {}) if existing is not None else {}
+    report = Report(subject, label(target), int(meta.get("recompress_rows", 0)), int(props.size),
+                    int(existing.size) if existing is not None else 0, 0,
+                    int(meta.get("recompress_level", settings.zstd_level)), status=status, error=why,
+                    mode=meta.get("recompress_mode"))
+    log.info(report.line())
+    return report
+
+
+def delete_source(storage: StorageContext, source: BlobClient, etag: str) -> None:
+    """Opt-in clean-up: delete the input only if it is still the version just published."""
+    try:
+        storage.call(label(source), lambda: source.delete_blob(etag=etag,
+                                                               match_condition=MatchConditions.IfNotModified))
+    except (ConflictError, NotFoundError):
+        log.info("%s: kept: it changed or vanished after it was recompressed", label(source))
+
+
+def check_blob_name(name: str) -> str:
+    """Accept only a plain blob name inside the input container."""
+    subject = "blob name"
+    if not name or not name.strip():
+        raise InputError(subject, "is empty")
+    if len(name) > MAX_NAME:
+        raise InputError(subject, f"is {len(name)} characters long; blob names have at most {MAX_NAME}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InputError(subject, "contains control characters")
+    if "://" in name or name.startswith(("/", "\\")) or "\\" in name:
+        raise InputError(subject, f"{name!r} must be a name inside the input container, not a URL or path")
+    if any(part in (".", "..") for part in name.split("/")):
+        raise InputError(subject, f"{name!r} must not contain '.' or '..' segments")
+    return name
+
+
+def blob_to_blob(source: BlobClient, target: BlobClient, settings: Settings, progress: Progress | None = None, *,
+                 replaces: str | None = "*", precommit: Callable[[], None] | None = None,
+                 props: Any = None) -> Report:
+    """Recompress one blob into another; ``replaces`` makes the commit conditional (see BlockBlobSink)."""
+    opened = open_blob(source, settings, props)
+    sink = BlockBlobSink(target, settings, replaces=replaces, precommit=precommit)
+    return pipeline.run(opened.file, opened.name, opened.size, opened.etag, sink, settings, label(target), progress)
