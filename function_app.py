@@ -16,7 +16,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared import pipeline
-from shared.engine import release_memory_promptly
+from shared.reencode import release_memory_promptly
 from shared.errors import (
     ConfigError,
     CredentialError,

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from shared import engine
+from shared import reencode as engine
 from shared.errors import ConflictError, InputError, LimitError, NotFoundError, StorageError, VerificationError
 from shared.limits import Limits
 from shared.report import CODEC, SOURCE_ETAG_KEY, Report
