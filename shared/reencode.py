@@ -37,6 +37,7 @@ from shared.errors import (
     first_line,
 )
 from shared.limits import Deadline, Limits, check_footer
+from shared.parquet import footer
 from shared.parquet.assembly import Assembler
 from shared.proof import Outcome, check_group_rows, check_totals
 from shared.report import CODEC
@@ -177,7 +178,8 @@ def recompress(
     if writer.schema is None:
         writer.start(_empty_schema(_output_schema(parquet.schema_arrow, columns), options.transform, name))
     writer.close()
-    summary = assembler.finish(key_values=_key_values(parquet, writer.arrow_schema_value if changed else None))
+    pairs = input_key_values(source, parquet, name)
+    summary = assembler.finish(key_values=_key_values(pairs, writer.arrow_schema_value if changed else None))
     _account(name, sum(declared), rows_read, writer.rows_written, int(summary.num_rows),
               transformed=options.transform is not None)
     return Outcome("reencode", "full", sum(declared), rows_read, int(summary.num_rows), int(summary.num_row_groups))
@@ -194,6 +196,8 @@ def _account(name: str, declared: int, read: int, written: int, in_footer: int, 
 
 def open_parquet(source: Any, name: str, **options: Any) -> pq.ParquetFile:
     """Open the footer; any failure to do so means the bytes are not usable Parquet."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        source = pa.BufferReader(source)
     try:
         return pq.ParquetFile(source, pre_buffer=True, **options)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -302,15 +306,26 @@ def _allowed_encodings(parquet: pq.ParquetFile) -> dict[str, frozenset[str]]:
     return {path: frozenset(found) for path, found in allowed.items()}
 
 
-def _key_values(parquet: pq.ParquetFile, arrow_schema: str | None) -> KeyValues:
+def input_key_values(source: Any, parquet: pq.ParquetFile, name: str) -> KeyValues:
+    """The input footer's key-value pairs in order, duplicates and missing values included.
+
+    Read from the footer itself when the source allows random access; the
+    dict pyarrow offers folds duplicates and turns a missing value into "".
+    """
+    reader: Any = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview | pa.Buffer) else source
+    if callable(getattr(reader, "size", None)) and callable(getattr(reader, "read_at", None)):
+        return footer.read_footer(reader, name).meta.key_value_metadata
+    return [(key.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+            for key, value in (parquet.metadata.metadata or {}).items()]
+
+
+def _key_values(pairs: KeyValues, arrow_schema: str | None) -> KeyValues:
     """The output footer's key-value pairs: exactly the input's.
 
     When columns or a transform changed the schema, the input's ARROW:schema
     (if it had one) no longer describes the output, so the parts' own value
     replaces it; a file without one gets none.
     """
-    pairs = [(key.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-             for key, value in (parquet.metadata.metadata or {}).items()]
     if arrow_schema is None:
         return pairs
     return [(key, arrow_schema if key == ARROW_SCHEMA_KEY else value) for key, value in pairs]
