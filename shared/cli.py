@@ -23,8 +23,8 @@ from typing import NoReturn
 import pyarrow as pa
 
 from shared import pipeline
-from shared.reencode import Progress, release_memory_promptly
 from shared.errors import InputError, NotFoundError, RecompressError, StorageError, VerificationError
+from shared.reencode import Progress, release_memory_promptly
 from shared.report import Report
 from shared.settings import Settings, parse_columns, parse_level
 

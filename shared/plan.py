@@ -76,7 +76,7 @@ def coalesced_groups(meta: pq.FileMetaData, row_group_size: int) -> int:
     total_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     by_rows = math.ceil(meta.num_rows / max(row_group_size, 1))
     by_bytes = math.ceil(total_bytes / reencode.ROW_GROUP_BYTES)
-    return max(by_rows, by_bytes, 1)
+    return int(max(by_rows, by_bytes, 1))
 
 
 def why_not_identical(parquet: pq.ParquetFile) -> str | None:

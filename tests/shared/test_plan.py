@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from shared import plan, reencode
-from shared.errors import DamagedError, OptionError
+from shared.errors import DamagedError, OptionError, UnsupportedError
 from shared.parquet import footer, thrift
 from tests.helpers import parquet_bytes, sample_table
 
@@ -144,7 +144,7 @@ def test_geometry_goes_to_exact_and_re_encode_refuses_it(tmp_path: Path) -> None
 
     assert choice.mode == "exact"
     assert choice.reason.startswith("exact: GEOMETRY logical type would not survive a re-encode")
-    with pytest.raises(reencode.UnsupportedError, match="GEOMETRY"):
+    with pytest.raises(UnsupportedError, match="GEOMETRY"):
         reencode.recompress(data, io.BytesIO(), reencode.Options(level=3))
 
 
