@@ -81,9 +81,10 @@ class FileBuilder:
         self.position += view.nbytes
         return start
 
-    def add_row_group(self, group: Struct, indexes: list[tuple[Struct, bytes | None, Struct | None]]) -> None:
+    def add_row_group(self, group: Struct, indexes: list[tuple[Struct, bytes | None, Struct | None]],
+                      *, renumber: bool = True) -> None:
         """Keep a finished row group (its chunks already written) and its chunks' page indexes."""
-        if group.has(ft.RG_ORDINAL):
+        if renumber and group.has(ft.RG_ORDINAL):
             group.set(ft.RG_ORDINAL, len(self.row_groups))
         self.row_groups.append(group)
         self._indexes.extend(_PageIndexes(chunk, ci, oi) for chunk, ci, oi in indexes)
@@ -120,22 +121,20 @@ class FileBuilder:
         return FileSummary(rows, len(self.row_groups), len(raw_footer))
 
 
-def shift_offset_index(raw: bytes, moved: Callable[[int], int], sizes: list[int] | None = None) -> Struct:
-    """An OffsetIndex with each page location moved (and its compressed size replaced when given).
+def shift_offset_index(raw: bytes, moved: Callable[[int], int],
+                       size: Callable[[int], int] | None = None) -> Struct:
+    """An OffsetIndex with each page location moved (and its size replaced, both keyed by the old offset).
 
     ``first_row_index`` and any field this code does not know stay as they were.
     """
     tree = thrift.loads(raw)
-    locations = tree.get_structs(OI_PAGE_LOCATIONS)
-    if sizes is not None and len(sizes) != len(locations):
-        raise ThriftError(f"offset index lists {len(locations)} pages, the chunk has {len(sizes)} data pages")
-    for number, location in enumerate(locations):
+    for location in tree.get_structs(OI_PAGE_LOCATIONS):
         old = location.get_int(PL_OFFSET)
         if old is None:
             raise ThriftError("a page location has no offset")
         location.set(PL_OFFSET, moved(old), thrift.I64)
-        if sizes is not None:
-            location.set(PL_COMPRESSED_SIZE, sizes[number], thrift.I32)
+        if size is not None:
+            location.set(PL_COMPRESSED_SIZE, size(old), thrift.I32)
     return tree
 
 
