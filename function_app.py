@@ -16,7 +16,6 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared import blobs, pipeline
-from shared.engine import release_memory_promptly
 from shared.errors import (
     ConfigError,
     CredentialError,
@@ -28,6 +27,7 @@ from shared.errors import (
     StorageError,
     UnsupportedError,
 )
+from shared.reencode import release_memory_promptly
 from shared.settings import MODES, PROOFS, STORAGE_CONNECTION, Settings, parse_choice, parse_columns, parse_level
 from shared.storage import PARQUET_CONTENT_TYPE, check_storage, quiet_sdk_logging
 

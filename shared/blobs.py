@@ -106,7 +106,7 @@ def _not_written(subject: str, target: BlobClient, props: Any, existing: Any, se
     meta = (existing.metadata or {}) if existing is not None else {}
     report = Report(subject, label(target), int(meta.get("recompress_rows", 0)), int(props.size),
                     int(existing.size) if existing is not None else 0, 0,
-                    int(meta.get("recompress_level", settings.zstd_level)), status=status, error=why,
+                    int(meta.get("recompress_level", settings.zstd_level or 0)), status=status, error=why,
                     mode=meta.get("recompress_mode"))
     log.info(report.line())
     return report

@@ -18,14 +18,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pyarrow as pa
 
 from shared import pipeline
-from shared.engine import release_memory_promptly
 from shared.errors import InputError, NotFoundError, RecompressError, StorageError, VerificationError
 from shared.pipeline import Progress
+from shared.reencode import release_memory_promptly
 from shared.report import Report
 from shared.settings import MODES, PROOFS, Settings, describe, parse_columns, parse_level
 from shared.sinks import LocalFileSink, Sink
@@ -213,26 +213,24 @@ def _local_sink(dst: Location) -> LocalFileSink:
 
 
 class _progress_bar:
-    """A tqdm bar over rows when a person is watching, nothing otherwise."""
+    """A tqdm bar over rows, with a total, percentage and ETA from the footer, when a person is watching."""
 
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
-        self._bar: object | None = None
+        self._bar: Any = None
 
     def __enter__(self) -> Progress | None:
-        if not self._enabled:
-            return None
+        return self if self._enabled else None
+
+    def start(self, rows: int) -> None:
         from tqdm import tqdm
 
-        bar = tqdm(unit=" rows", unit_scale=True, file=sys.stderr, leave=False)
-        self._bar = bar
+        self._bar = tqdm(total=rows, unit=" rows", unit_scale=True, file=sys.stderr, leave=False)
 
-        def advance(rows: int) -> None:
-            bar.update(rows)
-
-        return advance
+    def advance(self, rows: int) -> None:
+        if self._bar is not None:
+            self._bar.update(rows)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
-            self._bar.close()  # type: ignore[attr-defined]
-
+            self._bar.close()

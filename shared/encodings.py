@@ -8,16 +8,26 @@ every candidate at the chosen zstd level, and the smallest wins; dictionary
 keeps the column unless another encoding saves a clear margin, since every
 reader handles it and it helps filters. Encodings are lossless by definition,
 so this changes only size and speed, never values.
+
+The reader rule: a column may only get an encoding the input file already
+used for it (its footer's ColumnMetaData.encodings), plus PLAIN and
+dictionary. Spark's vectorized reader fails on BYTE_STREAM_SPLIT and
+fastparquet on DELTA_BYTE_ARRAY, so this module must never introduce an
+encoding that a reader of the input might not have needed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 DICTIONARY = "DICTIONARY"
+PLAIN = "PLAIN"
+#: Always allowed: every reader of Parquet reads them.
+ALWAYS_ALLOWED = frozenset({DICTIONARY, PLAIN})
 SAMPLE_ROWS = 65_536
 #: Wide rows get a shorter sample: the trial should cost a few per cent of the run, not a second.
 SAMPLE_BYTES = 8 * 1024**2
@@ -38,13 +48,19 @@ class Plan:
         return {"use_dictionary": self.dictionary, "column_encoding": self.encodings}
 
 
-def _candidates(type_: pa.DataType, int96: bool) -> list[str]:
+def _candidates(type_: pa.DataType, int96: bool, allowed: frozenset[str]) -> list[str]:
+    """The encodings worth trying for a column, limited by the reader rule."""
+    permitted = ALWAYS_ALLOWED | allowed
+    return [enc for enc in _by_type(type_, int96) if enc in permitted]
+
+
+def _by_type(type_: pa.DataType, int96: bool) -> list[str]:
     if pa.types.is_boolean(type_) or pa.types.is_dictionary(type_):
         return []
     if int96 and pa.types.is_timestamp(type_):
         return []  # written as INT96, which DELTA_BINARY_PACKED cannot encode
     if pa.types.is_integer(type_) or pa.types.is_temporal(type_):
-        return [DICTIONARY, "DELTA_BINARY_PACKED"]
+        return [DICTIONARY, "DELTA_BINARY_PACKED", PLAIN]
     if pa.types.is_floating(type_) and not pa.types.is_float16(type_):
         return [DICTIONARY, "BYTE_STREAM_SPLIT", "PLAIN"]
     if pa.types.is_string(type_) or pa.types.is_binary(type_) or pa.types.is_large_string(type_) \
@@ -53,15 +69,22 @@ def _candidates(type_: pa.DataType, int96: bool) -> list[str]:
     return []
 
 
-def choose(sample: pa.Table, level: int, *, int96: bool = False) -> Plan:
-    """Pick each flat column's encoding from a trial on (the head of) ``sample``."""
+def choose(sample: pa.Table, level: int, *, int96: bool = False,
+           allowed: Mapping[str, frozenset[str]] | None = None) -> Plan:
+    """Pick each flat column's encoding from a trial on (the head of) ``sample``.
+
+    ``allowed`` maps a column's path to the encodings the input used for it;
+    a column it does not name (a new one, or no input at all) may only get
+    PLAIN or dictionary.
+    """
+    allowed = allowed or {}
     per_row = sample.nbytes / max(sample.num_rows, 1)
     head = sample.slice(0, int(min(SAMPLE_ROWS, max(1024, SAMPLE_BYTES // max(per_row, 1)))))
     leaves = leaf_paths(head.schema)
     dictionary: list[str] = []
     encodings: dict[str, str] = {}
     for column in head.schema:
-        candidates = _candidates(column.type, int96)
+        candidates = _candidates(column.type, int96, allowed.get(column.name, frozenset()))
         if len(candidates) < 2 or "." in column.name or head.num_rows == 0:
             # nested, boolean, dotted names: the writer's defaults, for every leaf
             dictionary.extend(p for p in leaves if p == column.name or p.startswith(column.name + "."))

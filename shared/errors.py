@@ -96,6 +96,14 @@ class VerificationError(RecompressError):
     """The output failed its proof although the input passed every check: a bug, never published."""
 
 
+class PartMismatchError(VerificationError):
+    """A re-encoded part did not decode to the rows it came from.
+
+    Still our bug, never published nor quarantined; under ``auto`` the pipeline
+    may retry the file once in exact mode, which does not decode values.
+    """
+
+
 #: What the blob pipeline may quarantine: the input is proven hopeless, whoever sends it again.
 QUARANTINABLE: tuple[type[RecompressError], ...] = (InputError,)
 

@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import pyarrow as pa
 
-from shared import engine
-from shared.errors import LimitError
+from shared import exact, plan, reencode
+from shared.errors import LimitError, PartMismatchError
+from shared.proof import Outcome
 from shared.report import CODEC, SOURCE_ETAG_KEY, Report
 from shared.settings import Settings
 from shared.sinks import BufferSink, Counted, Sink
@@ -29,15 +31,20 @@ from shared.transform import load_transform
 
 log = logging.getLogger("recompress")
 
-Progress = Callable[[int], None]
+
+class Progress(Protocol):
+    """Told the file's row count once its footer is read, then the rows each step consumed."""
+
+    def start(self, rows: int) -> None: ...
+
+    def advance(self, rows: int) -> None: ...
 
 
-def engine_options(settings: Settings) -> engine.Options:
-    """Engine options from settings; the transform is imported here so a bad one fails early."""
-    transform = load_transform(settings.transform) if settings.transform else None
-    return engine.Options(level=settings.zstd_level, row_group_size=settings.row_group_size,
-                          columns=settings.columns, transform=transform, limits=settings.limits,
-                          tune_encodings=settings.tune_encodings)
+@dataclass(frozen=True)
+class _Ran:
+    outcome: Outcome
+    choice: plan.Choice
+    level: int
 
 
 def check_size(name: str, size: int, settings: Settings) -> None:
@@ -54,27 +61,63 @@ def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: S
     counted = Counted(sink)
     try:
         check_size(source_name, size, settings)
-        options = engine_options(settings)
-        outcome = engine.recompress(source_file, counted, options, name=source_name, progress=progress)
-        sink.commit(output_metadata(source_name, etag, size, outcome.rows_written, options.level))
+        ran = _recompress(source_file, source_name, counted, settings, progress)
+        sink.commit(output_metadata(source_name, etag, size, ran))
     except BaseException:
         sink.abort()
         raise
-    report = Report(source_name, output_name, outcome.rows_written, size, counted.tell(),
-                    round((time.perf_counter() - started) * 1000), options.level)
+    report = Report(source_name, output_name, ran.outcome.rows_written, size, counted.tell(),
+                    round((time.perf_counter() - started) * 1000), ran.level, mode=ran.outcome.mode,
+                    mode_reason=ran.choice.reason, proof=ran.outcome.proof)
     log.info(report.line())
     return report
 
 
-def output_metadata(source: str, etag: str | None, size: int, rows: int, level: int) -> dict[str, str]:
-    """Blob metadata naming the exact input version, so an output can be traced and checked."""
+def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progress: Progress | None) -> _Ran:
+    """Choose the mode from the footer, then run it; under auto a failed re-encode proof falls back to exact."""
+    transform = load_transform(settings.transform) if settings.transform else None  # a bad one fails early
+    parquet = reencode.open_parquet(source, name)
+    choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
+                         row_group_size=settings.row_group_size, name=name)
+    advance = None
+    if progress is not None:
+        progress.start(parquet.metadata.num_rows)
+        advance = progress.advance
+    if choice.mode == "exact":
+        return _exact(source, name, sink, settings, choice, advance)
+    level = settings.zstd_level or reencode.DEFAULT_LEVEL
+    options = reencode.Options(level=level, row_group_size=settings.row_group_size, columns=settings.columns,
+                               transform=transform, limits=settings.limits, tune_encodings=settings.tune_encodings)
+    try:
+        return _Ran(reencode.recompress(source, sink, options, name=name, progress=advance), choice, level)
+    except PartMismatchError as exc:
+        if settings.mode != "auto" or not sink.restart():
+            raise
+        log.warning("%s; retrying in exact mode", exc.log_detail())
+        fallback = plan.Choice("exact", f"exact: re-encode failed its proof ({exc.problem})")
+        return _exact(source, name, sink, settings, fallback, None)
+
+
+def _exact(source: Any, name: str, sink: Counted, settings: Settings, choice: plan.Choice,
+           advance: Callable[[int], None] | None) -> _Ran:
+    level = settings.zstd_level or exact.DEFAULT_LEVEL
+    options = exact.ExactOptions(level=level, verify=settings.verify, limits=settings.limits)  # type: ignore[arg-type]
+    source_file = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview) else source
+    return _Ran(exact.recompress(source_file, sink, options, name=name, progress=advance), choice, level)
+
+
+def output_metadata(source: str, etag: str | None, size: int, ran: _Ran) -> dict[str, str]:
+    """Blob metadata naming the exact input version, and how it was rewritten and proven."""
     return {
         "recompress_source": quote(source, safe="/"),
         SOURCE_ETAG_KEY: (etag or "").strip('"'),
         "recompress_source_size": str(size),
-        "recompress_rows": str(rows),
+        "recompress_rows": str(ran.outcome.rows_written),
         "recompress_codec": CODEC,
-        "recompress_level": str(level),
+        "recompress_level": str(ran.level),
+        "recompress_mode": ran.outcome.mode,
+        "recompress_mode_reason": quote(ran.choice.reason, safe=" :/(),'"),
+        "recompress_proof": ran.outcome.proof,
     }
 
 

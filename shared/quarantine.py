@@ -46,7 +46,7 @@ def quarantine(source: BlobClient, props: Any, error: RecompressError, settings:
     storage.call(label(report_blob), lambda: report_blob.upload_blob(body, overwrite=True,
                                                                       content_type="application/json"))
     report = Report(subject, f"{container.container_name}/{source.blob_name}", 0, int(props.size), 0, 0,
-                    settings.zstd_level, status="quarantined", error=str(error))
+                    settings.zstd_level or 0, status="quarantined", error=str(error))
     log.warning("%s: quarantined: %s", subject, error.log_detail())
     return report
 

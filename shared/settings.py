@@ -206,11 +206,9 @@ class Settings:
         "full", parse_choice(PROOFS),
         "`full` decodes every value before publishing; `pages` (exact mode only) checks page bytes, "
         "footer and row counts without decoding")
-    #: zstd level 1 is the default. With per-column encodings chosen first, the
-    #: level hardly moves the size: on the 5M-row reference table levels 1, 3, 6
-    #: and 9 wrote 57.85, 58.01, 57.72 and 57.68 MB, while wall time rose 1.30x,
-    #: 1.44x and 1.82x over level 1 (bench/results.md, `make bench`).
-    zstd_level: int = _setting(1, parse_level, "zstd level 1–22 (see \"Why level 1\")")
+    zstd_level: int | None = _setting(
+        None, parse_level, "zstd level 1–22; unset, each mode uses its own measured default "
+        "(see \"Choosing the level\")", shown="per mode")
     row_group_size: int = _setting(
         1024 * 1024, _integer(1, 2**31), "rows per output row group when re-encoding; small groups are coalesced")
     columns: tuple[str, ...] | None = _setting(
@@ -279,10 +277,6 @@ class Settings:
     def limits(self) -> Limits:
         """The engines' limits, taken by name from these settings."""
         return Limits(**{spec.name: getattr(self, spec.name) for spec in fields(Limits)})
-
-
-#: The zstd level when none is set (re-encode; exact mode's own default is chosen by measurement too).
-DEFAULT_LEVEL: int = Settings.zstd_level
 
 
 # --------------------------------------------------------------------------- what the docs are made from

@@ -29,6 +29,10 @@ class Sink(Protocol):
 
     def abort(self) -> None: ...
 
+    def restart(self) -> bool:
+        """Forget everything written so far and start the file again; False if this sink cannot."""
+        ...
+
 
 class BufferSink:
     """An in-memory sink for HTTP responses; ``value`` is the finished file."""
@@ -45,6 +49,10 @@ class BufferSink:
 
     def abort(self) -> None:
         self.value = None
+
+    def restart(self) -> bool:
+        self.stream = pa.BufferOutputStream()
+        return True
 
 
 _KINDS = {stat.S_ISDIR: "a folder", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
@@ -87,6 +95,11 @@ class LocalFileSink:
         self._file.close()
         self._temp.unlink(missing_ok=True)
 
+    def restart(self) -> bool:
+        self._file.seek(0)
+        self._file.truncate()
+        return True
+
 
 def _existing_mode(target: Path, given: Path) -> int | None:
     """The mode of an existing regular-file destination; refuse any other kind of thing."""
@@ -118,3 +131,9 @@ class Counted:
 
     def flush(self) -> None:
         return None
+
+    def restart(self) -> bool:
+        if not self.sink.restart():
+            return False
+        self._bytes = 0
+        return True

@@ -442,6 +442,15 @@ class BlockBlobSink(io.RawIOBase):
             ))
         self._pool.shutdown()
 
+    def restart(self) -> bool:
+        """Start the blob again: staged blocks that are never committed simply expire."""
+        self._drain()
+        self._blocks = []
+        self._buffer = pa.BufferOutputStream()
+        self._written = 0
+        self._prefix = uuid.uuid4().hex
+        return True
+
     def abort(self) -> None:
         """Forget everything staged; uncommitted blocks never become a blob and expire."""
         for future in self._inflight:

@@ -21,10 +21,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from shared import cli
+from shared import cli, exact
 from shared.errors import InputError
 from shared.report import change, human_bytes
-from shared.settings import DEFAULT_LEVEL
 from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,7 +157,10 @@ def test_json_prints_the_report_as_one_json_object(src: Path, dst: Path) -> None
     assert report["bytes_out"] == dst.stat().st_size
     assert report["ratio"] == round(report["bytes_out"] / report["bytes_in"], 4)
     assert report["codec"] == "zstd"
-    assert report["level"] == DEFAULT_LEVEL
+    assert report["mode"] == "exact", "one row group, nothing to coalesce: auto keeps every page"
+    assert report["mode_reason"].startswith("exact: ")
+    assert report["proof"] == "full"
+    assert report["level"] == exact.DEFAULT_LEVEL
     assert report["source"] == str(src)
     assert report["output"] == str(dst)
 

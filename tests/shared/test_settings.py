@@ -7,7 +7,7 @@ import os
 import pytest
 
 from shared.errors import ConfigError
-from shared.settings import DEFAULT_LEVEL, Settings
+from shared.settings import Settings
 
 
 def config_error(env: dict[str, str]) -> str:
@@ -26,7 +26,9 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings == Settings()
     assert settings.input_container == "input"
     assert settings.output_container == "output"
-    assert settings.zstd_level == DEFAULT_LEVEL == 1
+    assert settings.zstd_level is None, "unset: each mode uses its own measured default"
+    assert settings.mode == "auto"
+    assert settings.verify == "full"
     assert settings.row_group_size == 1024 * 1024
     assert settings.columns is None
     assert settings.ranged_read_threshold == 64 * 1024**2

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.errors import ConfigError, InputError
+from shared.errors import ConfigError, InputError, TransformError
 from shared.pipeline import recompress_bytes
 from shared.settings import Settings
 from shared.transform import load_transform, wants_pandas
@@ -263,15 +263,17 @@ def test_a_module_that_fails_to_import_is_a_config_error(write_module: WriteModu
 # --------------------------------------------------------------------------- transforms that fail
 
 
-def test_a_transform_that_raises_is_an_input_error_naming_the_exception(write_module: WriteModule) -> None:
+def test_a_transform_that_raises_is_a_transform_error_naming_the_exception(write_module: WriteModule) -> None:
     module = write_module("""
         def explode(batch):
             raise KeyError("no such thing")
     """)
 
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(TransformError) as caught:
         run(parquet_bytes(people()), f"{module}:explode")
 
+    assert not isinstance(caught.value, InputError), "the operator's code is at fault, not the input"
+    assert isinstance(caught.value.__cause__, KeyError), "the transform's own exception is chained"
     message = str(caught.value)
     assert "transform failed" in message
     assert "KeyError" in message
@@ -284,7 +286,7 @@ def test_a_multi_line_exception_message_is_cut_to_one_line(write_module: WriteMo
             raise ValueError("first line\\nsecond line")
     """)
 
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(TransformError) as caught:
         run(parquet_bytes(people()), f"{module}:explode")
 
     assert str(caught.value).endswith("ValueError: first line")
@@ -301,12 +303,12 @@ def test_a_multi_line_exception_message_is_cut_to_one_line(write_module: WriteMo
         ),
     ],
 )
-def test_a_transform_returning_the_wrong_type_is_a_clear_input_error(
+def test_a_transform_returning_the_wrong_type_is_a_clear_transform_error(
     write_module: WriteModule, source: str, problem: str
 ) -> None:
     module = write_module(source)
 
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(TransformError) as caught:
         run(parquet_bytes(people()), f"{module}:f")
 
     assert "TypeError" in str(caught.value)
@@ -323,5 +325,5 @@ def test_a_transform_that_changes_the_schema_between_batches_is_refused(write_mo
             return batch.append_column("extra", value)
     """)
 
-    with pytest.raises(InputError, match="changed the schema between batches"):
+    with pytest.raises(TransformError, match="changed the schema between batches"):
         run(parquet_bytes(people(20), row_group_size=10), f"{module}:unstable")

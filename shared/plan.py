@@ -1,0 +1,156 @@
+"""Auto mode's choice between exact and re-encode, decided up front from the footer, with its reason.
+
+The rule, in order:
+
+1. ``exact`` or ``reencode`` requested: that mode (exact cannot select
+   columns or transform: an :class:`OptionError` says so).
+2. ``auto`` with columns or a transform: re-encode, the only mode that can change data.
+3. ``auto`` otherwise: exact, unless re-encode is both provably identical and worth it.
+   *Identical*: no INT96 (its values cannot be proven to survive Arrow), some
+   columns, and the Parquet schema pyarrow would write under one of the
+   writer layouts equals the input's (``ParquetSchema.equals``: names,
+   repetition, physical/logical/converted type, length, precision, scale,
+   field ids), and the Arrow schema read back is the input's, field metadata
+   and nested names included.
+   *Worth it*: the row groups would change, coalesced (or split) to the
+   configured size, so outputs are consistent whoever wrote the input.
+   Encoding choice alone does not count: under the reader rule the trial may
+   only pick encodings the file already uses, or PLAIN/dictionary, which on
+   a file some writer already encoded gains little, while exact is cheaper
+   and keeps every page as it was.
+
+It must never read a data page, and never pick re-encode for a file whose
+schema it cannot show would come back the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared import reencode
+from shared.errors import OptionError, first_line
+from shared.transform import BatchTransform
+
+Requested = Literal["auto", "exact", "reencode"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The mode to run and the reason the report shows for it."""
+
+    mode: Literal["exact", "reencode"]
+    reason: str
+
+
+def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str, ...] | None = None,
+           transform: BatchTransform | None = None, row_group_size: int = reencode.Options.row_group_size,
+           name: str = "input") -> Choice:
+    """Decide how to rewrite ``parquet``; see the module docstring for the rule."""
+    changes = bool(columns) or transform is not None
+    if requested == "exact":
+        if changes:
+            raise OptionError(name, "exact mode cannot select columns or transform; use --mode reencode or auto")
+        return Choice("exact", "exact: requested")
+    if requested == "reencode":
+        return Choice("reencode", "reencode: requested")
+    if changes:
+        return Choice("reencode", "reencode: columns/transform asked for a change")
+    obstacle = why_not_identical(parquet)
+    if obstacle is not None:
+        return Choice("exact", f"exact: {obstacle}")
+    groups, target = parquet.metadata.num_row_groups, coalesced_groups(parquet.metadata, row_group_size)
+    if target == groups:
+        return Choice("exact", f"exact: re-encode would gain nothing ({groups} row group(s) stay {groups}; "
+                               "encodings are kept)")
+    verb = "coalesces" if target < groups else "splits"
+    return Choice("reencode", f"reencode: {verb} {groups} row groups into {target}")
+
+
+def coalesced_groups(meta: pq.FileMetaData, row_group_size: int) -> int:
+    """How many row groups re-encode would write: full by rows, or by decoded bytes for wide rows."""
+    if meta.num_rows == 0:
+        return 0
+    total_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    by_rows = math.ceil(meta.num_rows / max(row_group_size, 1))
+    by_bytes = math.ceil(total_bytes / reencode.ROW_GROUP_BYTES)
+    return int(max(by_rows, by_bytes, 1))
+
+
+def why_not_identical(parquet: pq.ParquetFile) -> str | None:
+    """Why a re-encode would not give back the input's schema, or None when it provably would."""
+    meta, schema = parquet.metadata, parquet.schema
+    if meta.num_columns == 0:
+        return "files with no columns"
+    for index in range(len(schema)):
+        column = schema.column(index)
+        if column.physical_type == "INT96":
+            return f"INT96 timestamps (column {column.path!r})"
+        logical = str(column.logical_type.type)
+        if logical in ("GEOMETRY", "GEOGRAPHY"):
+            return f"{logical} logical type would not survive a re-encode (column {column.path!r})"
+    try:
+        arrow = parquet.schema_arrow
+    except (pa.ArrowException, ValueError) as exc:
+        return f"Arrow cannot read the schema ({first_line(exc)})"
+    for layout in reencode.layouts(parquet):
+        try:
+            written = reencode.written_schema(arrow, layout)
+        except (pa.ArrowException, ValueError) as exc:
+            return f"Arrow cannot write the schema ({first_line(exc)})"
+        if written.equals(schema):
+            return _arrow_difference(arrow, written, layout)
+    return schema_difference(schema, reencode.written_schema(arrow, reencode.layouts(parquet)[0]))
+
+
+def _arrow_difference(arrow: pa.Schema, written: pq.ParquetSchema, layout: reencode.Layout) -> str | None:
+    """The Arrow schema a reader would get back must be the input's, field by field."""
+    sink = pa.BufferOutputStream()
+    pq.ParquetWriter(sink, arrow, **layout.writer_options()).close()
+    back = pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema_arrow
+    for want, got in zip(arrow, back, strict=False):
+        if (want.name, str(want.type), want.nullable, want.metadata) != (got.name, str(got.type), got.nullable,
+                                                                          got.metadata):
+            return f"column {want.name!r} would read back as {got.type}, not {want.type}"
+    if len(arrow) != len(back):
+        return "the Arrow schema would read back with other columns"
+    return None
+
+
+def schema_difference(have: pq.ParquetSchema, would: pq.ParquetSchema) -> str:
+    """Name the first column whose Parquet schema a re-encode would change, and how."""
+    for index in range(min(len(have), len(would))):
+        old, new = have.column(index), would.column(index)
+        if old.path != new.path:
+            return _layout_difference(old.path, new.path)
+        if old.physical_type != new.physical_type and str(old.logical_type.type) == "DECIMAL":
+            return f"column {old.path!r} is DECIMAL stored as {old.physical_type}"
+        if str(old.logical_type.type) == "UNKNOWN" and str(new.logical_type.type) != "UNKNOWN":
+            return f"column {old.path!r} has the UNKNOWN logical type, which Arrow drops"
+        if str(old.logical_type) != str(new.logical_type) or old.converted_type != new.converted_type:
+            return (f"column {old.path!r} has logical type {old.logical_type} "
+                    f"(converted {old.converted_type}), which Arrow writes as {new.logical_type}")
+        if (old.physical_type, old.length, old.precision, old.scale) != (
+                new.physical_type, new.length, new.precision, new.scale):
+            return f"column {old.path!r} is {old.physical_type}, which Arrow writes as {new.physical_type}"
+        if (old.max_definition_level, old.max_repetition_level) != (
+                new.max_definition_level, new.max_repetition_level):
+            return f"column {old.path!r} has other repetition levels than Arrow writes"
+    if len(have) != len(would):
+        return f"the file has {len(have)} leaf columns, Arrow would write {len(would)}"
+    return "the Parquet schema would change (field ids, repetition or names)"
+
+
+def _layout_difference(old: str, new: str) -> str:
+    """Explain a leaf path Arrow would rename: a legacy list or map layout."""
+    top = old.split(".")[0]
+    old_parts, new_parts = old.split("."), new.split(".")
+    if "key_value" in new_parts and "key_value" not in old_parts:
+        return f"map {top!r} names its entries {old_parts[new_parts.index('key_value')]!r}, not 'key_value'"
+    if len(old_parts) < len(new_parts):
+        return f"legacy 2-level list {top!r}"
+    return f"legacy list layout {top!r} ({old}, Arrow writes {new})"

@@ -1,0 +1,688 @@
+"""Re-encode mode: decode a Parquet file with Arrow and write it again as zstd, proving every part.
+
+Re-encode is for what only decoding can do: keep some ``columns``, run the
+operator's transform, coalesce small row groups, choose encodings per column.
+Each output row group is written as a complete Parquet file in memory (a
+"part"), decoded again and compared with the rows it came from before
+:class:`~shared.parquet.assembly.Assembler` copies its column chunks into the
+sink; the footer's key-value pairs are then set to exactly the input's.
+
+It must never let a byte reach the sink that was not proven to decode to the
+input's rows, never hold more than one output row group (plus its part and a
+bounded decode-ahead) in memory, and never know about storage: publishing the
+sink is the caller's job, after :func:`recompress` returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared import encodings
+from shared.errors import (
+    DamagedError,
+    NotParquetError,
+    OptionError,
+    PartMismatchError,
+    TransformError,
+    UnsupportedError,
+    first_line,
+)
+from shared.limits import Deadline, Limits, check_footer
+from shared.parquet import footer
+from shared.parquet.assembly import Assembler
+from shared.proof import Outcome, check_group_rows, check_totals
+from shared.report import CODEC
+from shared.transform import BatchTransform
+
+ARROW_SCHEMA_KEY = "ARROW:schema"
+
+Progress = Callable[[int], None]
+KeyValues = list[tuple[str, str | None]]
+
+
+#: zstd level 1 is re-encode's default. With per-column encodings chosen first, the
+#: level hardly moves the size: on the 5M-row reference table levels 1, 3, 6
+#: and 9 wrote 57.85, 58.01, 57.72 and 57.68 MB, while wall time rose 1.30x,
+#: 1.44x and 1.82x over level 1 (bench/results.md, `make bench`).
+DEFAULT_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class Options:
+    """How one file is rewritten."""
+
+    level: int
+    row_group_size: int = 1024 * 1024
+    columns: tuple[str, ...] | None = None
+    transform: BatchTransform | None = None
+    limits: Limits | None = None
+    tune_encodings: bool = True
+
+
+def release_memory_promptly() -> None:
+    """Use jemalloc and hand freed memory back to the OS at once.
+
+    Arrow's default allocator keeps freed pages for reuse, so a process that
+    recompressed one big file stays big; with jemalloc and no decay delay the
+    peak RSS of a run measured about 80 MB lower (bench/results.md). Process
+    wide, so the CLI and the function app call it once at start-up.
+    """
+    with contextlib.suppress(NotImplementedError, pa.ArrowException):  # builds without jemalloc
+        pool = pa.jemalloc_memory_pool()
+        pa.set_memory_pool(pool)
+        pa.jemalloc_set_decay_ms(0)
+
+
+def describe(exc: BaseException) -> str:
+    """The first line of an Arrow error, short enough for a one-line message."""
+    return first_line(exc)
+
+
+# --------------------------------------------------------------------------- writer layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Writer options that decide the output's Parquet schema; the same for every part of a file.
+
+    ``compliant_nested`` and ``decimal_as_integer`` are picked so the schema
+    pyarrow writes is the input's whenever some combination reproduces it
+    (see :func:`layout_for`).
+    """
+
+    store_schema: bool = False
+    int96: bool = False
+    compliant_nested: bool = True
+    decimal_as_integer: bool = False
+
+    def writer_options(self) -> dict[str, Any]:
+        return {
+            "store_schema": self.store_schema,
+            "use_deprecated_int96_timestamps": self.int96,
+            "use_compliant_nested_type": self.compliant_nested,
+            "store_decimal_as_integer": self.decimal_as_integer,
+        }
+
+
+def layouts(parquet: pq.ParquetFile) -> list[Layout]:
+    """Every layout worth trying for a file, the writer's defaults first."""
+    keep = ARROW_SCHEMA_KEY.encode() in (parquet.metadata.metadata or {})
+    int96 = any(parquet.schema.column(i).physical_type == "INT96" for i in range(len(parquet.schema)))
+    return [Layout(keep, int96, compliant, as_int) for compliant in (True, False) for as_int in (False, True)]
+
+
+def written_schema(schema: pa.Schema, layout: Layout) -> pq.ParquetSchema:
+    """The Parquet schema pyarrow writes for ``schema`` under ``layout``: an empty file's footer says it."""
+    sink = pa.BufferOutputStream()
+    pq.ParquetWriter(sink, schema, **layout.writer_options()).close()
+    return pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema
+
+
+def layout_for(parquet: pq.ParquetFile, schema: pa.Schema | None = None) -> tuple[Layout, bool]:
+    """The first layout that writes the input's own Parquet schema, and whether one did.
+
+    Without a match the defaults are returned: the output is still proven to
+    decode to the same values, only its Parquet schema differs.
+    """
+    candidates = layouts(parquet)
+    arrow = parquet.schema_arrow if schema is None else schema
+    for layout in candidates:
+        if written_schema(arrow, layout).equals(parquet.schema):
+            return layout, True
+    return candidates[0], False
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def recompress(
+    source: Any,
+    sink: Any,
+    options: Options,
+    *,
+    name: str = "input",
+    progress: Progress | None = None,
+) -> Outcome:
+    """Re-encode the Parquet file ``source`` into ``sink`` with zstd, proving each part before it is written.
+
+    ``name`` only labels errors. ``progress`` is told how many rows each input
+    row group held, as it is consumed. Raises :class:`DamagedError` when a row
+    group holds fewer rows than it declares, :class:`TransformError` when the
+    transform raises, and :class:`PartMismatchError` (a VerificationError) when
+    a part does not decode to its input rows.
+    """
+    parquet = open_parquet(source, name)
+    deadline = _check_limits(parquet, options.limits, name)
+    refuse_unsupported(parquet, name)
+    read_options = _read_options(source, parquet, name)
+    if read_options:
+        parquet = open_parquet(source, name, metadata=parquet.metadata, **read_options)
+    columns = _select_columns(parquet.schema_arrow, options.columns, name)
+    changed = columns is not None or options.transform is not None
+    layout, _ = layout_for(parquet, _output_schema(parquet.schema_arrow, columns))
+    declared = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+    assembler = Assembler(sink)
+    writer = _PartWriter(assembler, options, layout, _allowed_encodings(parquet), read_options, name,
+                         prove_values=options.transform is None)
+    rows_read = 0
+    for table in _checked_groups(parquet, columns, declared, name):
+        if deadline is not None:
+            deadline.check()
+        rows_read += table.num_rows
+        if progress is not None and table.num_rows:
+            progress(table.num_rows)
+        for piece in _transformed(table, options.transform, name):
+            writer.add(piece)
+    if writer.schema is None:
+        writer.start(_empty_schema(_output_schema(parquet.schema_arrow, columns), options.transform, name))
+    writer.close()
+    pairs = input_key_values(source, parquet, name)
+    summary = assembler.finish(key_values=_key_values(pairs, writer.arrow_schema_value if changed else None))
+    _account(name, sum(declared), rows_read, writer.rows_written, int(summary.num_rows),
+              transformed=options.transform is not None)
+    return Outcome("reencode", "full", sum(declared), rows_read, int(summary.num_rows), int(summary.num_row_groups))
+
+
+def _account(name: str, declared: int, read: int, written: int, in_footer: int, *, transformed: bool) -> None:
+    """Rows declared, read, written and in the output footer must agree; a transform may change the count."""
+    if in_footer != written:
+        check_totals(name, declared, read, read)
+        raise PartMismatchError(name, f"appended {written} rows but the output footer holds {in_footer} "
+                                      "(check: output footer rows)")
+    check_totals(name, declared, read, read if transformed else written)
+
+
+def open_parquet(source: Any, name: str, **options: Any) -> pq.ParquetFile:
+    """Open the footer; any failure to do so means the bytes are not usable Parquet."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        source = pa.BufferReader(source)
+    try:
+        return pq.ParquetFile(source, pre_buffer=True, **options)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise NotParquetError(name, f"not a readable Parquet file ({describe(exc)})") from exc
+
+
+def _check_limits(parquet: pq.ParquetFile, limits: Limits | None, name: str) -> Deadline | None:
+    """Limits come before any decoding, the INT96 scan included."""
+    if limits is None:
+        return None
+    check_footer(parquet, limits, name)
+    return Deadline(limits.deadline_seconds, name)
+
+
+def refuse_unsupported(parquet: pq.ParquetFile, name: str) -> None:
+    """Refuse columns Arrow cannot write back as they were, rather than change them silently.
+
+    Arrow reads a Parquet INTERVAL as plain 12-byte binary, and GEOMETRY /
+    GEOGRAPHY as binary (without geoarrow's extension types registered), and
+    writes neither annotation back. Exact mode keeps them.
+    """
+    if parquet.metadata.num_columns == 0 and any(
+            parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)):
+        raise UnsupportedError(name, "has rows but no columns, which Arrow writes as no rows (use exact mode)")
+    schema = parquet.schema
+    for index in range(len(schema)):
+        column = schema.column(index)
+        if column.converted_type == "INTERVAL":
+            raise UnsupportedError(name, f"column {column.path!r} is a Parquet INTERVAL, which re-encode cannot "
+                                         "rewrite without losing its type (use exact mode)")
+        logical = str(column.logical_type.type)
+        if logical in ("GEOMETRY", "GEOGRAPHY"):
+            raise UnsupportedError(name, f"column {column.path!r} has the {logical} logical type, which re-encode "
+                                         "cannot rewrite without losing it (use exact mode)")
+
+
+#: The microsecond range a nanosecond timestamp can hold (about 1677 to 2262).
+_NS_RANGE_US = (-(2**63) // 1000 + 1, (2**63 - 1) // 1000)
+
+
+def _read_options(source: Any, parquet: pq.ParquetFile, name: str) -> dict[str, Any]:
+    """How to open the file so INT96 values read without loss; nothing for files without INT96."""
+    schema = parquet.schema
+    paths = [schema.column(i).path for i in range(len(schema)) if schema.column(i).physical_type == "INT96"]
+    if not paths:
+        return {}
+    return {"coerce_int96_timestamp_unit": int96_unit(source, parquet, paths, name)}
+
+
+def int96_unit(source: Any, parquet: pq.ParquetFile, paths: list[str], name: str) -> str:
+    """Pick the unit that reads a file's INT96 timestamps without loss.
+
+    Arrow converts INT96 to one unit for the whole file. Nanoseconds keep
+    Impala's sub-microsecond digits but wrap around outside 1677-2262, where
+    warehouses keep their 0001-01-01 and 9999-12-31 sentinels; microseconds
+    (Spark's precision) hold every year. Only the INT96 columns are scanned.
+    Auto mode sends INT96 files to exact mode; this is for re-encode on request.
+    """
+    columns = sorted({path.split(".")[0] for path in paths})
+    # Reuse the footer already read: on a blob, every open would fetch it again.
+    as_us = open_parquet(source, name, coerce_int96_timestamp_unit="us", metadata=parquet.metadata)
+    as_ns = open_parquet(source, name, coerce_int96_timestamp_unit="ns", metadata=parquet.metadata)
+    out_of_range = sub_micro = False
+    for index in range(parquet.metadata.num_row_groups):
+        for column in columns:
+            us = _int64s(_read_group(as_us, index, [column], name).column(0))
+            if us is None:
+                continue  # nested: leave it to the nanosecond default below
+            in_range = (us >= _NS_RANGE_US[0]) & (us <= _NS_RANGE_US[1])
+            out_of_range |= bool((~in_range).any())
+            ns = _int64s(_read_group(as_ns, index, [column], name).column(0))
+            sub_micro |= ns is not None and bool(((ns[in_range] % 1000) != 0).any())
+    if out_of_range and sub_micro:
+        raise UnsupportedError(name, "holds INT96 timestamps both outside 1677-2262 and with nanosecond digits; "
+                                     "Arrow can keep one or the other, not both (use exact mode)")
+    return "us" if out_of_range else "ns"
+
+
+def _read_group(parquet: pq.ParquetFile, index: int, columns: list[str], name: str) -> pa.Table:
+    try:
+        return parquet.read_row_group(index, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise NotParquetError(name, f"row group {index} is unreadable ({describe(exc)})") from exc
+
+
+def _int64s(column: pa.ChunkedArray) -> Any:
+    """The non-null values of a flat timestamp column as int64 numbers, or None for other shapes."""
+    if not pa.types.is_timestamp(column.type):
+        return None
+    return column.drop_null().cast(pa.int64()).to_numpy()
+
+
+def _allowed_encodings(parquet: pq.ParquetFile) -> dict[str, frozenset[str]]:
+    """Each leaf column's encodings as the input's footer lists them, over all row groups.
+
+    The reader rule: the output may use these, plus PLAIN and dictionary, so a
+    reader that could read the input can read the output.
+    """
+    meta = parquet.metadata
+    allowed: dict[str, set[str]] = {}
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            allowed.setdefault(chunk.path_in_schema, set()).update(chunk.encodings)
+    return {path: frozenset(found) for path, found in allowed.items()}
+
+
+def input_key_values(source: Any, parquet: pq.ParquetFile, name: str) -> KeyValues:
+    """The input footer's key-value pairs in order, duplicates and missing values included.
+
+    Read from the footer itself when the source allows random access; the
+    dict pyarrow offers folds duplicates and turns a missing value into "".
+    """
+    reader: Any = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview | pa.Buffer) else source
+    if callable(getattr(reader, "size", None)) and callable(getattr(reader, "read_at", None)):
+        return footer.read_footer(reader, name).meta.key_value_metadata
+    return [(key.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+            for key, value in (parquet.metadata.metadata or {}).items()]
+
+
+def _key_values(pairs: KeyValues, arrow_schema: str | None) -> KeyValues:
+    """The output footer's key-value pairs: exactly the input's.
+
+    When columns or a transform changed the schema, the input's ARROW:schema
+    (if it had one) no longer describes the output, so the parts' own value
+    replaces it; a file without one gets none.
+    """
+    if arrow_schema is None:
+        return pairs
+    return [(key, arrow_schema if key == ARROW_SCHEMA_KEY else value) for key, value in pairs]
+
+
+def _select_columns(schema: pa.Schema, wanted: tuple[str, ...] | None, name: str) -> list[str] | None:
+    if wanted is None:
+        return None
+    missing = [c for c in wanted if schema.get_field_index(c) < 0]
+    if missing:
+        have = ", ".join(schema.names[:20]) + (", ..." if len(schema.names) > 20 else "")
+        raise OptionError(name, f"has no column {', '.join(map(repr, missing))} (it has: {have})")
+    return list(wanted)
+
+
+def _output_schema(schema: pa.Schema, columns: list[str] | None) -> pa.Schema:
+    if columns is None:
+        return schema
+    return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
+
+
+# --------------------------------------------------------------------------- decoding, with row accounting
+
+#: Decoded size at which an output row group ends even short of its row count.
+ROW_GROUP_BYTES = 128 * 1024**2
+#: Rows per decoded batch, and how many batches decoding may run ahead of encoding.
+BATCH_ROWS = 65_536
+BATCH_BYTES = 4 * 1024**2
+AHEAD_BATCHES = 16
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class _GroupEnd:
+    """Sent by the decoder after each input row group, with the rows it decoded."""
+
+    index: int
+    rows: int
+
+
+def _checked_groups(parquet: pq.ParquetFile, columns: list[str] | None, declared: list[int],
+                    name: str) -> Iterator[pa.Table]:
+    """The file's rows in order, each input row group's decoded rows checked against its declared count."""
+    seen = 0
+    for item in _decoded(parquet, columns, name):
+        if isinstance(item, _GroupEnd):
+            check_group_rows(name, item.index, declared[item.index], item.rows)
+            seen += 1
+            continue
+        yield item
+    if seen != len(declared):  # the decoder stops early only by raising, so this is our bug
+        raise DamagedError(name, f"decoded {seen} of {len(declared)} row groups (check: row groups read)")
+
+
+def _decoded(parquet: pq.ParquetFile, columns: list[str] | None, name: str) -> Iterator[pa.Table | _GroupEnd]:
+    """Yield the file's rows in order, in batches decoded by a helper thread.
+
+    Decoding and encoding both release the GIL, so one thread overlaps them. A
+    bounded queue keeps decoding at most AHEAD_BATCHES ahead, and row groups
+    are read one at a time (``pre_buffer`` then fetches one group's ranges), so
+    memory holds one output row group plus a few batches.
+    """
+    if parquet.metadata.num_row_groups == 0:
+        return
+    batch_rows = _batch_rows(parquet.metadata)
+    ahead: queue.Queue[object] = queue.Queue(maxsize=AHEAD_BATCHES)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for index in range(parquet.metadata.num_row_groups):
+                rows = 0
+                for batch in _group_batches(parquet, index, columns, name, batch_rows):
+                    rows += batch.num_rows
+                    if not put(batch):
+                        return
+                if not put(_GroupEnd(index, rows)):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    worker = threading.Thread(target=decode, name="decode", daemon=True)
+    worker.start()
+    try:
+        while (item := ahead.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, _GroupEnd):
+                yield item
+                continue
+            assert isinstance(item, pa.RecordBatch)
+            yield pa.Table.from_batches([item])
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _check_dictionaries(batch: pa.RecordBatch) -> None:
+    """Dictionary indices come straight from the file; one past the end would crash the writer.
+
+    Only dictionary columns are checked in full: other columns are copied as
+    they are (invalid UTF-8 included), which is what lossless means.
+    """
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type):
+            column.validate(full=True)
+
+
+def _batch_rows(metadata: pq.FileMetaData) -> int:
+    """Rows per batch so a batch holds about BATCH_BYTES: wide rows get short batches."""
+    if metadata.num_rows == 0 or metadata.num_row_groups == 0:
+        return BATCH_ROWS
+    group = metadata.row_group(0)
+    per_row = max(group.total_byte_size, 1) / max(group.num_rows, 1)
+    return int(min(BATCH_ROWS, max(1024, BATCH_BYTES // per_row)))
+
+
+def _group_batches(parquet: pq.ParquetFile, index: int, columns: list[str] | None,
+                   name: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[index], columns=columns,
+                                          use_threads=True):
+            _check_dictionaries(batch)
+            yield batch
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DamagedError(name, f"row group {index} is unreadable ({describe(exc)}) (check: decode)") from exc
+
+
+# --------------------------------------------------------------------------- transform
+
+
+def _transformed(table: pa.Table, transform: BatchTransform | None, name: str) -> Iterator[pa.Table]:
+    if transform is None:
+        yield table
+        return
+    for batch in table.to_batches():
+        yield _apply(transform, batch, name)
+
+
+def _apply(transform: BatchTransform, batch: pa.RecordBatch, name: str) -> pa.Table:
+    """Run the operator's code; whatever it raises is theirs to fix, not the input's."""
+    try:
+        result = transform(batch)
+    except Exception as exc:
+        raise TransformError(name, f"transform failed: {type(exc).__name__}: {describe(exc)}") from exc
+    return pa.Table.from_batches([result]) if isinstance(result, pa.RecordBatch) else result
+
+
+def _empty_schema(schema: pa.Schema, transform: BatchTransform | None, name: str) -> pa.Schema:
+    """The output schema of a file with no rows: ask the transform, if any, with an empty batch."""
+    if transform is None:
+        return schema
+    empty_batch = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+    return _apply(transform, empty_batch, name).schema
+
+
+# --------------------------------------------------------------------------- proven parts
+
+
+@dataclass
+class _PartWriter:
+    """Gathers decoded rows into output row groups, each written, proven and appended as one part.
+
+    ``ParquetWriter.write_table`` ends a row group on every call, so pieces are
+    held until a full group is ready. Every part uses the same Arrow schema,
+    layout and encoding plan, so the stitched file has one Parquet schema.
+    """
+
+    assembler: Any
+    options: Options
+    layout: Layout
+    allowed: dict[str, frozenset[str]]
+    read_options: dict[str, Any]
+    name: str
+    prove_values: bool
+    schema: pa.Schema | None = None
+    plan: encodings.Plan | None = None
+    rows_written: int = 0
+    parts: int = 0
+    arrow_schema_value: str | None = None
+    _pending: list[pa.Table] = field(default_factory=list)
+    _pending_rows: int = 0
+    _pending_bytes: int = 0
+
+    def start(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
+    def add(self, table: pa.Table) -> None:
+        if self.schema is None:
+            self.start(table.schema)
+        assert self.schema is not None
+        if table.schema != self.schema:
+            if not table.schema.equals(self.schema, check_metadata=False):
+                raise TransformError(self.name, f"transform changed the schema between batches: {table.schema}")
+            table = table.replace_schema_metadata(self.schema.metadata)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        while self._pending_rows >= self.options.row_group_size:
+            self._flush(self.options.row_group_size)
+        if self._pending_bytes >= ROW_GROUP_BYTES:
+            # Wide or string-heavy rows: end the group by size, or it would hold the whole file.
+            self._flush(self._pending_rows)
+
+    def close(self) -> None:
+        """Write what is left; a file with no rows still gets one part, which carries the schema."""
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        if self.parts == 0:
+            assert self.schema is not None
+            self._append(encodings.empty(self.schema), rows=0)
+
+    def _flush(self, rows: int) -> None:
+        combined = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        head, rest = combined.slice(0, rows), combined.slice(rows)
+        self._append(head, rows)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+        self._pending_bytes = rest.nbytes if rest.num_rows else 0
+
+    def _append(self, table: pa.Table, rows: int) -> None:
+        if self.plan is None:
+            self.plan = self._choose_plan(table)
+        part = encode_part(table, self.options.level, self.layout, self.plan)
+        prove_part(part, table, self.read_options, self.prove_values, self.parts, self.name)
+        if self.parts == 0:
+            self.arrow_schema_value = _arrow_schema_value(part)
+        self.assembler.append_part(part)
+        self.rows_written += rows
+        self.parts += 1
+
+    def _choose_plan(self, sample: pa.Table) -> encodings.Plan:
+        """Encodings from the first output row group, under the reader rule; then fixed for the file."""
+        if not self.options.tune_encodings or sample.num_rows == 0:
+            return encodings.Plan()
+        return encodings.choose(sample, self.options.level, int96=self.layout.int96, allowed=self.allowed)
+
+
+def encode_part(table: pa.Table, level: int, layout: Layout, plan: encodings.Plan) -> pa.Buffer:
+    """One output row group as a complete Parquet file in memory (no row group at all for no rows)."""
+    stream = pa.BufferOutputStream()
+    writer = pq.ParquetWriter(stream, table.schema, compression=CODEC, compression_level=level,
+                              write_statistics=True, **layout.writer_options(), **plan.writer_options())
+    try:
+        if table.num_rows:
+            writer.write_table(table, row_group_size=table.num_rows)
+    finally:
+        writer.close()
+    return stream.getvalue()
+
+
+def _arrow_schema_value(part: pa.Buffer) -> str | None:
+    value = (pq.ParquetFile(pa.BufferReader(part)).metadata.metadata or {}).get(ARROW_SCHEMA_KEY.encode())
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
+def prove_part(part: pa.Buffer, expected: pa.Table, read_options: dict[str, Any], values: bool,
+               index: int, name: str) -> None:
+    """Decode a part and compare it with the rows it came from: row count always; types and values unless asked not to.
+
+    Values are compared bitwise: floats as same-width integers (so NaN
+    payloads and -0.0 count), dictionaries by the values they stand for,
+    nested values through their offsets and validity.
+    """
+    try:
+        got = pq.ParquetFile(pa.BufferReader(part), **read_options).read()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise PartMismatchError(name, f"output row group {index} does not decode ({describe(exc)}) "
+                                      "(check: part decodes)") from exc
+    if got.num_rows != expected.num_rows:
+        raise PartMismatchError(name, f"output row group {index} decodes to {got.num_rows} rows, "
+                                      f"expected {expected.num_rows} (check: part rows)")
+    if not values:
+        return
+    if _fields(got.schema) != _fields(expected.schema):
+        raise PartMismatchError(name, f"output row group {index} decodes with schema {_fields(got.schema)}, "
+                                      f"expected {_fields(expected.schema)} (check: part types)")
+    for position, column in enumerate(expected.column_names):
+        if not same_values(got.column(position), expected.column(position)):
+            raise PartMismatchError(name, f"column {column!r} of output row group {index} decodes to other values "
+                                          "than the input's (check: part values)")
+
+
+def _fields(schema: pa.Schema) -> list[tuple[str, str, bool, dict[bytes, bytes] | None]]:
+    """Names, types (nested field names included, which ``DataType ==`` ignores), nullability, metadata."""
+    return [(f.name, str(f.type), f.nullable, f.metadata) for f in schema]
+
+
+def same_values(got: pa.ChunkedArray, want: pa.ChunkedArray) -> bool:
+    """Bitwise equality of two columns of the same type, whatever their chunking."""
+    if got.type != want.type or len(got) != len(want):
+        return False
+    left, right = _canonical(_combined(got)), _canonical(_combined(want))
+    return bool(left.equals(right))
+
+
+def _combined(column: pa.ChunkedArray) -> pa.Array:
+    if pa.types.is_dictionary(column.type):  # chunks may each have their own dictionary
+        column = column.cast(column.type.value_type)
+    if column.num_chunks == 0:
+        return pa.array([], column.type)
+    return column.combine_chunks()
+
+
+_FLOAT_VIEWS = {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}
+
+
+def _canonical(array: pa.Array) -> pa.Array:
+    """The same values in a form whose ``equals`` is bitwise: floats as ints, dictionaries decoded."""
+    type_ = array.type
+    if pa.types.is_floating(type_):
+        return array.view(_FLOAT_VIEWS[type_.bit_width])
+    if pa.types.is_dictionary(type_):
+        return _canonical(array.cast(type_.value_type))
+    if isinstance(type_, pa.ExtensionType):
+        return _canonical(array.storage)
+    if not _needs_canonical(type_):
+        return array
+    mask = array.is_null()
+    if pa.types.is_struct(type_):
+        children = [_canonical(child) for child in array.flatten()]
+        return pa.StructArray.from_arrays(children, names=[type_.field(i).name for i in range(type_.num_fields)],
+                                          mask=mask)
+    if pa.types.is_map(type_):  # as the list of key/value structs it is
+        entries = pa.struct([type_.key_field, type_.item_field])
+        return _canonical_list(array.cast(pa.list_(pa.field("entries", entries, nullable=False))), mask)
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_) or pa.types.is_fixed_size_list(type_):
+        return _canonical_list(array, mask)
+    return array  # other nested shapes: plain equality (strict on NaN, which can only fail safe)
+
+
+def _canonical_list(array: pa.Array, mask: pa.Array) -> pa.Array:
+    """A list array rebuilt from its logical contents, so offsets of null slots do not matter."""
+    lengths = array.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int64())
+    values = _canonical(array.flatten())
+    return pa.LargeListArray.from_arrays(offsets, values, mask=mask)
+
+
+def _needs_canonical(type_: pa.DataType) -> bool:
+    if pa.types.is_floating(type_) or pa.types.is_dictionary(type_) or isinstance(type_, pa.ExtensionType):
+        return True
+    return any(_needs_canonical(type_.field(i).type) for i in range(type_.num_fields))
