@@ -197,7 +197,7 @@ def _chunk(g: int, c: int, chunk: ft.ColumnChunk, leaf: ft.Leaf, footer: ft.Foot
     if meta.codec not in ft.CODEC_NAMES:
         raise UnsupportedError(name, f"{where} uses unknown codec {meta.codec}")
     start, length = meta.chunk_start(), meta.total_compressed_size
-    if start < 4 or length < 0 or start + length > footer.start:
+    if length < 0 or (length and start < 4) or start + length > footer.start:
         raise DamagedError(name, f"{where}: column chunk at {start} of {length} bytes runs past the data "
                                  f"(check: column chunk size)")
     return _Chunk(g, c, where, leaf, chunk.tree, meta, start, length)
@@ -285,7 +285,7 @@ class _Run:
                 continue
             if old in moved:
                 meta.set(field_id, moved[old])
-            elif field_id == ft.CM_DATA_PAGE_OFFSET:
+            elif field_id == ft.CM_DATA_PAGE_OFFSET and old >= 4:
                 raise DamagedError(self.name, f"{chunk.where}: data_page_offset {old} is not the start of a page "
                                               "(check: page offsets)")
             # A dictionary or index offset that points at no page (0 from some writers) stays as it was.
@@ -615,7 +615,8 @@ def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
             meta = chunk.meta_data
             assert meta is not None
             where = f"row group {g}, column {c}"
-            if meta.total_compressed_size and meta.data_page_offset not in written.pages:
+            dpo = meta.data_page_offset
+            if meta.total_compressed_size and dpo >= 4 and dpo not in written.pages:
                 raise fail(f"{where}: data_page_offset {meta.data_page_offset} points at no page written")
             for offset in (meta.dictionary_page_offset, meta.index_page_offset):
                 if offset is not None and offset >= 4 and offset < builder.position and (

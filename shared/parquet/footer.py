@@ -233,16 +233,16 @@ class ColumnMeta(_View):
         return self._int(CM_BLOOM_LENGTH)
 
     def chunk_start(self) -> int:
-        """Where the chunk's first page begins: the dictionary page when there is one before the data.
+        """Where the chunk's first page begins: the smaller of the dictionary and data page offsets.
 
-        Some writers store a dictionary offset of 0 (or one past the data) when there is no
-        dictionary page; the data page offset is then the start.
+        Writers are loose here: some store a dictionary offset of 0 when there is no
+        dictionary page, pyarrow stores a data page offset of 0 for a chunk holding only a
+        dictionary page. An offset inside the magic (< 4) is no offset.
         """
         dictionary = self.dictionary_page_offset
         data = self.data_page_offset
-        if dictionary is not None and 4 <= dictionary < data:
-            return dictionary
-        return data
+        candidates = [offset for offset in (dictionary, data) if offset is not None and offset >= 4]
+        return min(candidates) if candidates else data
 
 
 class ColumnChunk(_View):
