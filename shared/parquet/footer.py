@@ -130,6 +130,12 @@ def parse_footer(head: bytes, tail: bytes, size: int, name: str, source: RandomA
     return Footer(tree, raw, start, size)
 
 
+def _text(value: thrift.Value | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _need(value: int | None, what: str) -> int:
     if value is None:
         raise ThriftError(f"required field {what} is missing")
@@ -328,9 +334,9 @@ class FileMeta(_View):
     def key_value_metadata(self) -> list[tuple[str, str | None]]:
         pairs: list[tuple[str, str | None]] = []
         for item in self.tree.get_structs(FMD_KEY_VALUES):
-            value = item.get_binary(KV_VALUE)
-            pairs.append(((item.get_binary(KV_KEY) or b"").decode("utf-8", "replace"),
-                          None if value is None else value.decode("utf-8", "replace")))
+            # Some writers (fastparquet 0.8.2) stored non-string values; they are shown as text here
+            # and kept as they were in the tree.
+            pairs.append((_text(item.get(KV_KEY)) or "", _text(item.get(KV_VALUE))))
         return pairs
 
     def set_key_value_metadata(self, pairs: list[tuple[str, str | None]]) -> None:

@@ -43,8 +43,9 @@ def edit_footer(data: bytes, edit: Callable[[thrift.Struct], None]) -> bytes:
 
 def write(table: pa.Table, **options: object) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **options)  # type: ignore[arg-type]
-    return sink.getvalue().to_pybytes()
+    pq.write_table(table, sink, **options)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 def chunk_meta(tree: thrift.Struct, group: int = 0, column: int = 0) -> thrift.Struct:

@@ -33,7 +33,9 @@ def test_parts_are_joined_with_every_offset_shifted() -> None:
         assembler.append_part(pa.py_buffer(part) if start else part)
     summary = assembler.finish(key_values=[("k", "v"), ("k", None), ("e", "")])
     data = sink.getvalue()
-    assert summary.num_rows == 300 and summary.num_row_groups == 9 and assembler.position == len(data)
+    assert summary.num_rows == 300
+    assert summary.num_row_groups == 9
+    assert assembler.position == len(data)
     parquet = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
     assert parquet.read().equals(pa.concat_tables(tables))
     meta = ft.footer_from_bytes(data, "out").meta

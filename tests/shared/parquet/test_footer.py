@@ -19,16 +19,23 @@ def test_views_read_what_pyarrow_wrote() -> None:
     data = write(_table(), compression="snappy", write_page_index=True, row_group_size=2)
     footer = ft.read_footer(pa.BufferReader(data), "x")
     meta = footer.meta
-    assert meta.num_rows == 3 and len(meta.row_groups) == 2
-    assert meta.created_by is not None and meta.created_by.startswith("parquet-cpp-arrow")
+    assert meta.num_rows == 3
+    assert len(meta.row_groups) == 2
+    assert meta.created_by is not None
+    assert meta.created_by.startswith("parquet-cpp-arrow")
     assert any(key == "ARROW:schema" for key, _ in meta.key_value_metadata)
     group = meta.row_groups[0]
-    assert group.num_rows == 2 and group.ordinal in (None, 0)
+    assert group.num_rows == 2
+    assert group.ordinal in (None, 0)
     chunk = group.columns[0]
-    assert chunk.file_path is None and chunk.offset_index_offset is not None and not chunk.is_encrypted
+    assert chunk.file_path is None
+    assert chunk.offset_index_offset is not None
+    assert not chunk.is_encrypted
     column = chunk.meta_data
     assert column is not None
-    assert column.codec == ft.SNAPPY and column.path_in_schema == ["a"] and column.num_values == 2
+    assert column.codec == ft.SNAPPY
+    assert column.path_in_schema == ["a"]
+    assert column.num_values == 2
     assert column.chunk_start() == column.dictionary_page_offset
     leaves, depth = ft.leaves(meta.schema)
     assert [leaf.path for leaf in leaves] == [("a",), ("s", "x", "list", "element"), ("s", "y"),
@@ -67,4 +74,5 @@ def test_large_footer_needs_a_second_read() -> None:
     table = pa.table({f"c{i}": [i] for i in range(2000)})
     data = write(table)
     footer = ft.read_footer(pa.BufferReader(data), "x")
-    assert len(footer.raw) > ft.TAIL_GUESS and len(footer.meta.row_groups[0].columns) == 2000
+    assert len(footer.raw) > ft.TAIL_GUESS
+    assert len(footer.meta.row_groups[0].columns) == 2000

@@ -22,7 +22,8 @@ def _chunk(**options: object) -> tuple[bytes, ft.ColumnMeta]:
 def test_walk_finds_dictionary_and_data_pages() -> None:
     chunk, meta = _chunk(write_page_checksum=True)
     walked = pages.walk(chunk)
-    assert walked[0].type == pages.DICTIONARY_PAGE and len(walked) > 2
+    assert walked[0].type == pages.DICTIONARY_PAGE
+    assert len(walked) > 2
     assert sum(page.num_values for page in walked) == meta.num_values
     for page in walked:
         assert page.crc == pages.crc32(page.payload)

@@ -39,9 +39,12 @@ def test_get_set_and_unknown_fields() -> None:
     tree.set(5, ThriftList(thrift.I64, [1, -2, 2**40]), thrift.LIST)
     again = thrift.loads(thrift.dumps(tree))
     assert [f.id for f in again.fields] == [1, 3, 4, 5, 200]
-    assert again.get(4) == 7 and again.get(200) == b"future" and again.get(3) is True
+    assert again.get(4) == 7
+    assert again.get(200) == b"future"
+    assert again.get(3) is True
     list_value = again.get_list(5)
-    assert list_value is not None and list_value.items == [1, -2, 2**40]
+    assert list_value is not None
+    assert list_value.items == [1, -2, 2**40]
     again.set(3, False)
     assert thrift.loads(thrift.dumps(again)).get(3) is False
     with pytest.raises(ThriftError, match="wire type"):
