@@ -115,7 +115,7 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
         _check_limits(meta, len(leaves), depth, options.limits, name)
         deadline = Deadline(options.limits.deadline_seconds, name)
     output = copy.deepcopy(footer.tree)
-    chunks = _plan(FileMetaTrees(output), leaves, footer, name)
+    chunks = _plan(ft.FileMeta(output), leaves, footer, name)
     builder = FileBuilder(sink)
     run = _Run(source, builder, options, name, footer, leaves)
     rows_read = 0
@@ -133,10 +133,6 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
     written = sum(group.num_rows for group in ft.FileMeta(output).row_groups)
     check_totals(name, declared, rows_read, written)
     return Outcome("exact", options.verify, declared, rows_read, written, len(builder.row_groups))
-
-
-class FileMetaTrees(ft.FileMeta):
-    """The output footer, whose row groups are edited in place as their chunks are written."""
 
 
 def _schema(meta: ft.FileMeta, name: str) -> tuple[list[ft.Leaf], int]:
@@ -226,7 +222,6 @@ class _Run:
         blooms: list[tuple[Struct, bytes]] = []
         pending: list[tuple[_Chunk, bytes]] = []  # the current top-level column's new chunks, for the proof
         first_start: int | None = None
-        counted = False
         for chunk, result in self._rewritten(pool, chunks):
             start = self.builder.write(result.data)
             first_start = start if first_start is None else first_start
@@ -235,7 +230,7 @@ class _Run:
             bloom = self._bloom(chunk, extras)
             if bloom is not None:
                 blooms.append((chunk.meta.tree, bloom))
-            counted |= self._count(chunk, result, group.num_rows)
+            self._count(chunk, result, group.num_rows)
             if self.options.verify == "full":
                 if pending and pending[0][0].leaf.top_level != chunk.leaf.top_level:
                     self._decode(group, pending)
@@ -250,7 +245,6 @@ class _Run:
         if group.tree.has(ft.RG_TOTAL_COMPRESSED):
             group.tree.set(ft.RG_TOTAL_COMPRESSED, sum(c.meta.total_compressed_size for c in chunks))
         self.builder.add_row_group(group.tree, indexes, renumber=False)
-        del counted  # rows are proven per column above (flat columns, v2 pages, or the full decode)
         return group.num_rows
 
     def _rewritten(self, pool: ThreadPoolExecutor, chunks: list[_Chunk]) -> Iterator[tuple[_Chunk, _Rewritten]]:
@@ -352,25 +346,22 @@ class _Run:
                                           "(check: bloom filter)") from exc
         return self.read(offset, length, f"{chunk.where}: the bloom filter")
 
-    def _count(self, chunk: _Chunk, result: _Rewritten, declared: int) -> bool:
-        """Value and row accounting from page headers; True when the rows were counted."""
+    def _count(self, chunk: _Chunk, result: _Rewritten, declared: int) -> None:
+        """Value and row accounting from page headers (repeated v1 columns are counted by the full proof)."""
         if result.values != chunk.meta.num_values:
             raise DamagedError(self.name, f"{chunk.where}: column chunk declares {chunk.meta.num_values} values "
                                           f"but its data pages hold {result.values} (check: value count)")
         what = f"column '{'.'.join(chunk.leaf.path)}' holds"
         if chunk.leaf.max_repetition == 0:
             check_group_rows(self.name, chunk.group, declared, result.values, what)
-            return True
-        if result.v2_rows is not None:
+        elif result.v2_rows is not None:
             check_group_rows(self.name, chunk.group, declared, result.v2_rows, what)
-            return True
-        return False
 
     def _decode(self, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]]) -> None:
         """The full proof for one top-level column: decode its new chunks with pyarrow and count the rows."""
         first = chunks[0][0]
         label = f"row group {first.group}, column '{first.leaf.path[0]}'"
-        data = _single_column_file(self.footer.tree, group, chunks, self.name)
+        data = _single_column_file(self.footer.tree, group, chunks)
         rows = 0
         try:
             parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -382,7 +373,6 @@ class _Run:
             raise DamagedError(self.name, f"{label}: values do not decode ({_first_line(exc)}) "
                                           "(check: decode)") from exc
         check_group_rows(self.name, first.group, group.num_rows, rows, f"column '{first.leaf.path[0]}' decoded")
-        del label
 
 
 def _first_line(exc: BaseException) -> str:
@@ -470,7 +460,7 @@ def _rewrite_page(page: pages.Page, codec: int, level: int) -> tuple[bytes, byte
     return stored, pages.serialize_header(header)
 
 
-def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]], name: str) -> bytes:
+def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]]) -> bytes:
     """A Parquet file in memory holding one top-level column of one row group, from the rewritten chunks.
 
     The schema is pruned to that column, and the key-values (whose Arrow schema
@@ -516,7 +506,6 @@ def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Ch
         meta_tree.set(ft.FMD_CREATED_BY, created_by, thrift.BINARY)
     raw = thrift.dumps(meta_tree)
     body += raw + struct.pack("<I", len(raw)) + ft.MAGIC
-    del name
     return bytes(body)
 
 
