@@ -16,15 +16,16 @@ Memory is bounded by a few column chunks in flight (``threads`` * 2), plus, for
 ``verify="full"``, the rewritten chunks of one top-level column of one row group,
 which are decoded from memory as a small Parquet file of their own.
 
-Default level, measured (bench on this 2-core machine, 5,000,000-row mixed table:
-int64 ids, float64, low- and high-cardinality strings, timestamps, bools with
-nulls; 89.6 MB as snappy in 1M-row groups; exact recompress, threads=2,
-verify="pages"):
+Default level, measured (/tmp bench on this 2-core machine, not in the tests): a generated
+5,000,000-row mixed table (int64 ids, float64, low-cardinality strings, random high-cardinality
+strings, timestamps, nullable bools), 150.7 MB as snappy in 1M-row groups, exact recompress from a
+memory map into memory, threads=2, verify="pages":
 
-    level 1: 71.6 MB, 0.95 s    level 3: 69.9 MB, 1.17 s
-    level 6: 68.4 MB, 2.17 s    level 9: 68.0 MB, 2.96 s
+    level 1: 109.4 MB, 2.49 s    level 3: 107.5 MB, 2.27 s
+    level 6: 110.1 MB, 6.52 s    level 9: 106.7 MB, 9.10 s
+    (level 3 with verify="full": 2.87 s)
 
-Level 3 is the default: most of level 9's saving at well under half its time.
+Level 3 is the default: smaller and no slower than level 1, within 1% of level 9 at a quarter of its time.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
         _check_limits(meta, len(leaves), depth, options.limits, name)
         deadline = Deadline(options.limits.deadline_seconds, name)
     output = copy.deepcopy(footer.tree)
-    chunks = _plan(FileMetaTrees(output), leaves, footer, name)
+    chunks = _plan(ft.FileMeta(output), leaves, footer, name)
     builder = FileBuilder(sink)
     run = _Run(source, builder, options, name, footer, leaves)
     rows_read = 0
@@ -132,10 +133,6 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
     written = sum(group.num_rows for group in ft.FileMeta(output).row_groups)
     check_totals(name, declared, rows_read, written)
     return Outcome("exact", options.verify, declared, rows_read, written, len(builder.row_groups))
-
-
-class FileMetaTrees(ft.FileMeta):
-    """The output footer, whose row groups are edited in place as their chunks are written."""
 
 
 def _schema(meta: ft.FileMeta, name: str) -> tuple[list[ft.Leaf], int]:
@@ -196,7 +193,7 @@ def _chunk(g: int, c: int, chunk: ft.ColumnChunk, leaf: ft.Leaf, footer: ft.Foot
     if meta.codec not in ft.CODEC_NAMES:
         raise UnsupportedError(name, f"{where} uses unknown codec {meta.codec}")
     start, length = meta.chunk_start(), meta.total_compressed_size
-    if start < 4 or length < 0 or start + length > footer.start:
+    if length < 0 or (length and start < 4) or start + length > footer.start:
         raise DamagedError(name, f"{where}: column chunk at {start} of {length} bytes runs past the data "
                                  f"(check: column chunk size)")
     return _Chunk(g, c, where, leaf, chunk.tree, meta, start, length)
@@ -225,7 +222,6 @@ class _Run:
         blooms: list[tuple[Struct, bytes]] = []
         pending: list[tuple[_Chunk, bytes]] = []  # the current top-level column's new chunks, for the proof
         first_start: int | None = None
-        counted = False
         for chunk, result in self._rewritten(pool, chunks):
             start = self.builder.write(result.data)
             first_start = start if first_start is None else first_start
@@ -234,7 +230,7 @@ class _Run:
             bloom = self._bloom(chunk, extras)
             if bloom is not None:
                 blooms.append((chunk.meta.tree, bloom))
-            counted |= self._count(chunk, result, group.num_rows)
+            self._count(chunk, result, group.num_rows)
             if self.options.verify == "full":
                 if pending and pending[0][0].leaf.top_level != chunk.leaf.top_level:
                     self._decode(group, pending)
@@ -249,7 +245,6 @@ class _Run:
         if group.tree.has(ft.RG_TOTAL_COMPRESSED):
             group.tree.set(ft.RG_TOTAL_COMPRESSED, sum(c.meta.total_compressed_size for c in chunks))
         self.builder.add_row_group(group.tree, indexes, renumber=False)
-        del counted  # rows are proven per column above (flat columns, v2 pages, or the full decode)
         return group.num_rows
 
     def _rewritten(self, pool: ThreadPoolExecutor, chunks: list[_Chunk]) -> Iterator[tuple[_Chunk, _Rewritten]]:
@@ -284,7 +279,7 @@ class _Run:
                 continue
             if old in moved:
                 meta.set(field_id, moved[old])
-            elif field_id == ft.CM_DATA_PAGE_OFFSET:
+            elif field_id == ft.CM_DATA_PAGE_OFFSET and old >= 4:
                 raise DamagedError(self.name, f"{chunk.where}: data_page_offset {old} is not the start of a page "
                                               "(check: page offsets)")
             # A dictionary or index offset that points at no page (0 from some writers) stays as it was.
@@ -351,25 +346,22 @@ class _Run:
                                           "(check: bloom filter)") from exc
         return self.read(offset, length, f"{chunk.where}: the bloom filter")
 
-    def _count(self, chunk: _Chunk, result: _Rewritten, declared: int) -> bool:
-        """Value and row accounting from page headers; True when the rows were counted."""
+    def _count(self, chunk: _Chunk, result: _Rewritten, declared: int) -> None:
+        """Value and row accounting from page headers (repeated v1 columns are counted by the full proof)."""
         if result.values != chunk.meta.num_values:
             raise DamagedError(self.name, f"{chunk.where}: column chunk declares {chunk.meta.num_values} values "
                                           f"but its data pages hold {result.values} (check: value count)")
         what = f"column '{'.'.join(chunk.leaf.path)}' holds"
         if chunk.leaf.max_repetition == 0:
             check_group_rows(self.name, chunk.group, declared, result.values, what)
-            return True
-        if result.v2_rows is not None:
+        elif result.v2_rows is not None:
             check_group_rows(self.name, chunk.group, declared, result.v2_rows, what)
-            return True
-        return False
 
     def _decode(self, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]]) -> None:
         """The full proof for one top-level column: decode its new chunks with pyarrow and count the rows."""
         first = chunks[0][0]
         label = f"row group {first.group}, column '{first.leaf.path[0]}'"
-        data = _single_column_file(self.footer.tree, group, chunks, self.name)
+        data = _single_column_file(self.footer.tree, group, chunks)
         rows = 0
         try:
             parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -381,7 +373,6 @@ class _Run:
             raise DamagedError(self.name, f"{label}: values do not decode ({_first_line(exc)}) "
                                           "(check: decode)") from exc
         check_group_rows(self.name, first.group, group.num_rows, rows, f"column '{first.leaf.path[0]}' decoded")
-        del label
 
 
 def _first_line(exc: BaseException) -> str:
@@ -469,7 +460,7 @@ def _rewrite_page(page: pages.Page, codec: int, level: int) -> tuple[bytes, byte
     return stored, pages.serialize_header(header)
 
 
-def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]], name: str) -> bytes:
+def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]]) -> bytes:
     """A Parquet file in memory holding one top-level column of one row group, from the rewritten chunks.
 
     The schema is pruned to that column, and the key-values (whose Arrow schema
@@ -515,7 +506,6 @@ def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Ch
         meta_tree.set(ft.FMD_CREATED_BY, created_by, thrift.BINARY)
     raw = thrift.dumps(meta_tree)
     body += raw + struct.pack("<I", len(raw)) + ft.MAGIC
-    del name
     return bytes(body)
 
 
@@ -577,8 +567,8 @@ def _diff(a: thrift.Value, b: thrift.Value, path: tuple[Any, ...]) -> str | None
     if isinstance(a, ThriftList) and isinstance(b, ThriftList):
         if a.elem_type != b.elem_type or len(a.items) != len(b.items):
             return _path(path)
-        for left, right in zip(a.items, b.items, strict=True):
-            problem = _diff(left, right, (*path, "*"))
+        for left_item, right_item in zip(a.items, b.items, strict=True):
+            problem = _diff(left_item, right_item, (*path, "*"))
             if problem is not None:
                 return problem
         return None
@@ -614,7 +604,8 @@ def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
             meta = chunk.meta_data
             assert meta is not None
             where = f"row group {g}, column {c}"
-            if meta.total_compressed_size and meta.data_page_offset not in written.pages:
+            dpo = meta.data_page_offset
+            if meta.total_compressed_size and dpo >= 4 and dpo not in written.pages:
                 raise fail(f"{where}: data_page_offset {meta.data_page_offset} points at no page written")
             for offset in (meta.dictionary_page_offset, meta.index_page_offset):
                 if offset is not None and offset >= 4 and offset < builder.position and (

@@ -200,7 +200,7 @@ class Assembler:
             if meta is None:
                 raise VerificationError(name, "has a column chunk without metadata (check: column chunk)")
             start, length = meta.chunk_start(), meta.total_compressed_size
-            if start < 4 or length < 0 or start + length > limit:
+            if length < 0 or (length and start < 4) or start + length > limit:
                 raise VerificationError(name, f"column chunk at {start} runs past its data (check: column chunk)")
             new_start = builder.write(data[start:start + length])
             first_start = new_start if first_start is None else first_start

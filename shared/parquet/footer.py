@@ -130,6 +130,12 @@ def parse_footer(head: bytes, tail: bytes, size: int, name: str, source: RandomA
     return Footer(tree, raw, start, size)
 
 
+def _text(value: thrift.Value | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _need(value: int | None, what: str) -> int:
     if value is None:
         raise ThriftError(f"required field {what} is missing")
@@ -233,16 +239,16 @@ class ColumnMeta(_View):
         return self._int(CM_BLOOM_LENGTH)
 
     def chunk_start(self) -> int:
-        """Where the chunk's first page begins: the dictionary page when there is one before the data.
+        """Where the chunk's first page begins: the smaller of the dictionary and data page offsets.
 
-        Some writers store a dictionary offset of 0 (or one past the data) when there is no
-        dictionary page; the data page offset is then the start.
+        Writers are loose here: some store a dictionary offset of 0 when there is no
+        dictionary page, pyarrow stores a data page offset of 0 for a chunk holding only a
+        dictionary page. An offset inside the magic (< 4) is no offset.
         """
         dictionary = self.dictionary_page_offset
         data = self.data_page_offset
-        if dictionary is not None and 4 <= dictionary < data:
-            return dictionary
-        return data
+        candidates = [offset for offset in (dictionary, data) if offset is not None and offset >= 4]
+        return min(candidates) if candidates else data
 
 
 class ColumnChunk(_View):
@@ -328,9 +334,9 @@ class FileMeta(_View):
     def key_value_metadata(self) -> list[tuple[str, str | None]]:
         pairs: list[tuple[str, str | None]] = []
         for item in self.tree.get_structs(FMD_KEY_VALUES):
-            value = item.get_binary(KV_VALUE)
-            pairs.append(((item.get_binary(KV_KEY) or b"").decode("utf-8", "replace"),
-                          None if value is None else value.decode("utf-8", "replace")))
+            # Some writers (fastparquet 0.8.2) stored non-string values; they are shown as text here
+            # and kept as they were in the tree.
+            pairs.append((_text(item.get(KV_KEY)) or "", _text(item.get(KV_VALUE))))
         return pairs
 
     def set_key_value_metadata(self, pairs: list[tuple[str, str | None]]) -> None:
