@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from shared import exact, plan, reencode
 from shared.errors import LimitError, PartMismatchError
+from shared.limits import check_footer
 from shared.proof import Outcome
 from shared.report import CODEC, SOURCE_ETAG_KEY, Report
 from shared.settings import Settings
@@ -77,6 +78,7 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
     """Choose the mode from the footer, then run it; under auto a failed re-encode proof falls back to exact."""
     transform = load_transform(settings.transform) if settings.transform else None  # a bad one fails early
     parquet = reencode.open_parquet(source, name)
+    check_footer(parquet, settings.limits, name)  # before the plan builds anything from the schema
     choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
                          row_group_size=settings.row_group_size, name=name)
     advance = None

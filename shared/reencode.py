@@ -171,7 +171,8 @@ def recompress(
     layout, _ = layout_for(parquet, _output_schema(parquet.schema_arrow, columns))
     declared = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
     assembler = Assembler(sink)
-    writer = _PartWriter(assembler, options, layout, _allowed_encodings(parquet), read_options, name,
+    input_footer = footer.read_footer(_random_access(source), name).meta
+    writer = _PartWriter(assembler, options, layout, _allowed_encodings(input_footer), read_options, name,
                          prove_values=options.transform is None)
     rows_read = 0
     for table in _checked_groups(parquet, columns, declared, name):
@@ -185,7 +186,7 @@ def recompress(
     if writer.schema is None:
         writer.start(_empty_schema(_output_schema(parquet.schema_arrow, columns), options.transform, name))
     writer.close()
-    pairs = input_key_values(source, parquet, name)
+    pairs = input_footer.key_value_metadata
     summary = assembler.finish(key_values=_key_values(pairs, writer.arrow_schema_value if changed else None))
     _account(name, sum(declared), rows_read, writer.rows_written, int(summary.num_rows),
               transformed=options.transform is not None)
@@ -297,33 +298,32 @@ def _int64s(column: pa.ChunkedArray) -> Any:
     return column.drop_null().cast(pa.int64()).to_numpy()
 
 
-def _allowed_encodings(parquet: pq.ParquetFile) -> dict[str, frozenset[str]]:
+#: Parquet's Encoding enum, by the names pyarrow's writer options use.
+ENCODING_NAMES = {0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 5: "DELTA_BINARY_PACKED",
+                  6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY", 8: "RLE_DICTIONARY", 9: "BYTE_STREAM_SPLIT"}
+
+
+def _allowed_encodings(meta: footer.FileMeta) -> dict[str, frozenset[str]]:
     """Each leaf column's encodings as the input's footer lists them, over all row groups.
 
     The reader rule: the output may use these, plus PLAIN and dictionary, so a
-    reader that could read the input can read the output.
+    reader that could read the input can read the output. Read from the app's
+    own footer parse: pyarrow's ``RowGroupMetaData.column`` aborts the process
+    on some crafted footers instead of raising.
     """
-    meta = parquet.metadata
     allowed: dict[str, set[str]] = {}
-    for group in range(meta.num_row_groups):
-        row_group = meta.row_group(group)
-        for index in range(row_group.num_columns):
-            chunk = row_group.column(index)
-            allowed.setdefault(chunk.path_in_schema, set()).update(chunk.encodings)
+    for group in meta.row_groups:
+        for chunk in group.columns:
+            column = chunk.meta_data
+            if column is not None:
+                found = allowed.setdefault(".".join(column.path_in_schema), set())
+                found.update(ENCODING_NAMES.get(code, str(code)) for code in column.encodings)
     return {path: frozenset(found) for path, found in allowed.items()}
 
 
-def input_key_values(source: Any, parquet: pq.ParquetFile, name: str) -> KeyValues:
-    """The input footer's key-value pairs in order, duplicates and missing values included.
-
-    Read from the footer itself when the source allows random access; the
-    dict pyarrow offers folds duplicates and turns a missing value into "".
-    """
-    reader: Any = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview | pa.Buffer) else source
-    if callable(getattr(reader, "size", None)) and callable(getattr(reader, "read_at", None)):
-        return footer.read_footer(reader, name).meta.key_value_metadata
-    return [(key.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
-            for key, value in (parquet.metadata.metadata or {}).items()]
+def _random_access(source: Any) -> Any:
+    """What the footer reader needs (``size`` and ``read_at``) from any source pyarrow opens."""
+    return pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview | pa.Buffer) else source
 
 
 def _key_values(pairs: KeyValues, arrow_schema: str | None) -> KeyValues:

@@ -13,6 +13,7 @@ import decimal
 import io
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -36,19 +37,25 @@ from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_tabl
 
 
 def recompressed(data: bytes, settings: Settings | None = None) -> tuple[bytes, Report]:
-    """Run the in-memory pipeline and return the output file and its report."""
-    buffer, report = recompress_bytes(data, settings or Settings())
+    """Run the in-memory pipeline in re-encode mode and return the output file and its report."""
+    buffer, report = recompress_bytes(data, reencoding(settings))
     return buffer.to_pybytes(), report
+
+
+def reencoding(settings: Settings | None) -> Settings:
+    """The settings with re-encode mode forced: auto would send most of these small files to exact mode."""
+    return replace(settings or Settings(), mode="reencode")
 
 
 def assert_lossless_zstd(data: bytes, settings: Settings | None = None) -> bytes:
     """Recompress ``data``; check the output reads back identically, is all zstd and is reported as such."""
-    settings = settings or Settings()
+    settings = reencoding(settings)
     output, report = recompressed(data, settings)
     assert_same_data(data, output)
     assert codec_of(output) == {"ZSTD"}
     assert report.codec == "zstd"
-    assert report.level == settings.zstd_level
+    assert report.mode == "reencode"
+    assert report.level == (settings.zstd_level or DEFAULT_LEVEL)
     assert report.rows == metadata_of(data).num_rows
     assert report.bytes_in == len(data)
     assert report.bytes_out == len(output)
