@@ -27,7 +27,16 @@ from shared.errors import InputError, NotFoundError, RecompressError, StorageErr
 from shared.pipeline import Progress
 from shared.reencode import release_memory_promptly
 from shared.report import Report
-from shared.settings import MODES, PROOFS, Settings, describe, parse_columns, parse_level
+from shared.settings import (
+    MODES,
+    PROOFS,
+    Settings,
+    describe,
+    example_values,
+    markdown_table,
+    parse_columns,
+    parse_level,
+)
 from shared.sinks import LocalFileSink, Sink
 
 if TYPE_CHECKING:
@@ -99,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--row-group-size", type=_rows, metavar="ROWS", help=describe("row_group_size"))
     rec.add_argument("--json", action="store_true", help="print the report as JSON")
     rec.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    docs = commands.add_parser(
+        "settings",
+        help="print the app settings with their defaults and meanings",
+        description="Print every RECOMPRESS_* setting, as the README's table (markdown) or as the Values of "
+                    "local.settings.json.example (example). Both files are generated from this.",
+    )
+    docs.add_argument("--format", choices=("markdown", "example"), default="markdown")
     return parser
 
 
@@ -128,6 +144,9 @@ def _columns(raw: str) -> tuple[str, ...] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "settings":
+        print(markdown_table() if args.format == "markdown" else json.dumps(example_values(), indent=4))
+        return 0
     release_memory_promptly()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
+from shared import cli
 from shared.errors import ConfigError
-from shared.settings import Settings
+from shared.settings import PREFIX, Settings, describe, documented, env_name, example_values, markdown_table
 
 
 def config_error(env: dict[str, str]) -> str:
@@ -227,3 +230,55 @@ def test_with_overrides_of_only_none_changes_nothing() -> None:
     base = Settings(zstd_level=12, columns=("x",))
 
     assert base.with_overrides(zstd_level=None, columns=None, row_group_size=None) == base
+
+
+# --------------------------------------------------------------------------- the docs come from the settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_readme_table_is_the_one_the_settings_print() -> None:
+    readme = (ROOT / "README.md").read_text()
+
+    assert markdown_table() in readme, "regenerate it: python -m shared settings"
+
+
+def test_the_example_settings_list_every_setting_at_its_default() -> None:
+    values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+
+    assert {k: v for k, v in values.items() if k.startswith(PREFIX)} == example_values()
+
+
+def test_the_cli_help_names_each_default_the_settings_hold(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["recompress", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+
+    for name in ("mode", "verify", "zstd_level", "columns", "row_group_size"):
+        assert " ".join(describe(name).split()) in text
+
+
+def test_every_documented_setting_is_read_from_its_variable() -> None:
+    for spec in documented():
+        raw = example_values()[env_name(spec)] or None
+        if raw is None:
+            continue
+        assert getattr(Settings.from_env({env_name(spec): raw}), spec.name) == getattr(Settings(), spec.name)
+
+
+@pytest.mark.parametrize(("first", "second"), [("INPUT", "OUTPUT"), ("INPUT", "QUARANTINE"), ("OUTPUT", "QUARANTINE")])
+def test_two_roles_cannot_share_a_container(first: str, second: str) -> None:
+    env = {f"RECOMPRESS_{first}_CONTAINER": "same", f"RECOMPRESS_{second}_CONTAINER": "same"}
+
+    message = config_error(env)
+
+    assert message.startswith(f"RECOMPRESS_{second}_CONTAINER: is 'same', the same container as "
+                              f"RECOMPRESS_{first}_CONTAINER")
+
+
+def test_limits_are_taken_from_the_settings_by_name() -> None:
+    settings = Settings.from_env({"RECOMPRESS_MAX_COLUMNS": "7", "RECOMPRESS_DEADLINE_SECONDS": "9"})
+
+    assert settings.limits.max_columns == 7
+    assert settings.limits.deadline_seconds == 9
+    assert settings.limits.max_rows == Settings().max_rows
