@@ -168,7 +168,7 @@ def recompress(
         parquet = open_parquet(source, name, metadata=parquet.metadata, **read_options)
     columns = _select_columns(parquet.schema_arrow, options.columns, name)
     changed = columns is not None or options.transform is not None
-    layout, _ = layout_for(parquet, _output_schema(parquet.schema_arrow, columns))
+    layout, matched = layout_for(parquet, _output_schema(parquet.schema_arrow, columns))
     declared = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
     assembler = Assembler(sink)
     input_footer = footer.read_footer(_random_access(source), name).meta
@@ -187,7 +187,11 @@ def recompress(
         writer.start(_empty_schema(_output_schema(parquet.schema_arrow, columns), options.transform, name))
     writer.close()
     pairs = input_footer.key_value_metadata
-    summary = assembler.finish(key_values=_key_values(pairs, writer.arrow_schema_value if changed else None))
+    # A schema proven equal to the input's is written as the input's own elements, byte for byte: pyarrow
+    # would add what the input's writer left out (a root repetition, a STRING next to UTF8).
+    same_schema = input_footer.tree.get_list(footer.FMD_SCHEMA) if matched and not changed else None
+    summary = assembler.finish(key_values=_key_values(pairs, writer.arrow_schema_value if changed else None),
+                               schema=same_schema)
     _account(name, sum(declared), rows_read, writer.rows_written, int(summary.num_rows),
               transformed=options.transform is not None)
     return Outcome("reencode", "full", sum(declared), rows_read, int(summary.num_rows), int(summary.num_row_groups))

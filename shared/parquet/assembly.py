@@ -216,11 +216,19 @@ class Assembler:
             group.set(ft.RG_FILE_OFFSET, first_start)
         builder.add_row_group(group, indexes)
 
-    def finish(self, *, key_values: list[tuple[str, str | None]] | None = None) -> FileSummary:
-        """Write page indexes and the footer: the first part's, with all row groups and these key-values."""
+    def finish(self, *, key_values: list[tuple[str, str | None]] | None = None,
+               schema: ThriftList | None = None) -> FileSummary:
+        """Write page indexes and the footer: the first part's, with all row groups and these key-values.
+
+        ``schema``, when given, replaces the parts' schema elements with an
+        equivalent list (the input's own, byte for byte), for a caller that
+        has proven the two describe the same columns.
+        """
         if self._first is None:
             raise VerificationError("assembly", "no part was appended (check: parts)")
         tree = copy.deepcopy(self._first)
+        if schema is not None:
+            tree.set(ft.FMD_SCHEMA, schema, thrift.LIST)
         rows = sum(ft.RowGroup(group).num_rows for group in self._builder.row_groups)
         tree.set(ft.FMD_NUM_ROWS, rows, thrift.I64)
         if key_values is not None:

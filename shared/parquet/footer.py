@@ -104,7 +104,9 @@ def footer_from_bytes(data: bytes | memoryview, name: str) -> Footer:
     view = memoryview(data)
     if len(view) < 12:
         raise NotParquetError(name, f"is {len(view)} bytes, too short for Parquet (check: file size)")
-    return parse_footer(bytes(view[:4]), bytes(view[-min(len(view), TAIL_GUESS):]), len(view), name, None)
+    declared = struct.unpack("<I", view[-8:-4])[0]
+    tail_len = min(len(view), max(TAIL_GUESS, declared + 8))  # the whole footer, however large; checked below
+    return parse_footer(bytes(view[:4]), bytes(view[-tail_len:]), len(view), name, None)
 
 
 def parse_footer(head: bytes, tail: bytes, size: int, name: str, source: RandomAccess | None) -> Footer:
@@ -121,8 +123,8 @@ def parse_footer(head: bytes, tail: bytes, size: int, name: str, source: RandomA
         raw = tail[len(tail) - 8 - length:-8]
     elif source is not None:
         raw = read_exactly(source, start, length, name, "the footer")
-    else:  # pragma: no cover - footer_from_bytes passes a tail that always holds the footer
-        raise NotParquetError(name, "footer not in memory")
+    else:  # footer_from_bytes passes a tail that holds any footer that fits in the file
+        raise NotParquetError(name, "footer not in memory (check: footer length)")
     try:
         tree = thrift.loads(raw)
     except ThriftError as exc:

@@ -20,7 +20,7 @@ from shared.limits import Limits
 from shared.parquet import footer as ft
 from shared.parquet import pages, thrift
 from shared.proof import Outcome, ProofKind
-from tests.shared.parquet.corpus import CORPUS, chunk_meta, corpus_files, edit_footer, write
+from tests.shared.parquet.corpus import CORPUS, assert_same_file, chunk_meta, corpus_files, edit_footer, write
 from tests.shared.parquet.test_codecs import hadoop_lz4
 
 
@@ -29,37 +29,6 @@ def run(data: bytes, verify: ProofKind = "full", **options: Any) -> tuple[bytes,
     outcome = recompress(pa.BufferReader(data), sink, ExactOptions(level=3, verify=verify, **options), name="x.parquet")
     out: bytes = sink.getvalue().to_pybytes()
     return out, outcome
-
-
-def ipc(table: pa.Table) -> bytes:
-    """A table's bytes, so values compare bitwise (NaN equal to NaN)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
-
-
-def assert_same_file(before: bytes, after: bytes) -> None:
-    """Schema, raw schema elements, key-values, row counts and values identical; every chunk ZSTD."""
-    old, new = pq.ParquetFile(pa.BufferReader(before)), pq.ParquetFile(pa.BufferReader(after))
-    assert new.schema.equals(old.schema)
-    old_meta, new_meta = ft.footer_from_bytes(before, "in").meta, ft.footer_from_bytes(after, "out").meta
-    assert [thrift.dumps(e.tree) for e in new_meta.schema] == [thrift.dumps(e.tree) for e in old_meta.schema]
-    assert new_meta.key_value_metadata == old_meta.key_value_metadata
-    assert _raw_field(new_meta.tree, ft.FMD_KEY_VALUES) == _raw_field(old_meta.tree, ft.FMD_KEY_VALUES)
-    assert new_meta.created_by == old_meta.created_by
-    assert [g.num_rows for g in new_meta.row_groups] == [g.num_rows for g in old_meta.row_groups]
-    for group in new_meta.row_groups:
-        for chunk in group.columns:
-            assert chunk.meta_data is not None
-            assert chunk.meta_data.codec == ft.ZSTD
-    assert ipc(pq.read_table(pa.BufferReader(after))) == ipc(pq.read_table(pa.BufferReader(before)))
-
-
-def _raw_field(tree: thrift.Struct, field_id: int) -> bytes | None:
-    found = tree.find(field_id)
-    return None if found is None else thrift.dumps(thrift.Struct([found]))
 
 
 @pytest.mark.parametrize("path", corpus_files() or [None], ids=lambda p: p.name if p else "absent")

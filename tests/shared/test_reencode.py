@@ -299,8 +299,6 @@ def test_row_group_size_setting_caps_output_row_groups() -> None:
     assert row_group_sizes(output) == [300, 300, 300, 100]
 
 
-@pytest.mark.xfail(strict=True, reason="shared.parquet.footer.footer_from_bytes reads at most 64 KiB of a part's "
-                                       "footer (format branch; reported)")
 def test_a_wide_table_with_600_columns_round_trips() -> None:
     table = pa.table({f"c{i:03}": pa.array([i, None, -i], pa.int64()) for i in range(600)})
 

@@ -52,3 +52,42 @@ def chunk_meta(tree: thrift.Struct, group: int = 0, column: int = 0) -> thrift.S
     meta = ft.FileMeta(tree).row_groups[group].columns[column].meta_data
     assert meta is not None
     return meta.tree
+
+
+def ipc(table: pa.Table) -> bytes:
+    """A table's bytes, so values compare bitwise (NaN equal to NaN)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
+
+
+def assert_same_file(before: bytes, after: bytes, *, same_writer: bool = True) -> None:
+    """Schema, raw schema elements, key-values, row counts and values identical; every chunk ZSTD.
+
+    ``same_writer``: the pages are the input's, so ``created_by`` and the row
+    groups must be too (exact mode). A re-encode may coalesce row groups, and
+    names the writer that really wrote its pages, as readers apply
+    writer-specific workarounds by that name.
+    """
+    old, new = pq.ParquetFile(pa.BufferReader(before)), pq.ParquetFile(pa.BufferReader(after))
+    assert new.schema.equals(old.schema)
+    old_meta, new_meta = ft.footer_from_bytes(before, "in").meta, ft.footer_from_bytes(after, "out").meta
+    assert [thrift.dumps(e.tree) for e in new_meta.schema] == [thrift.dumps(e.tree) for e in old_meta.schema]
+    assert new_meta.key_value_metadata == old_meta.key_value_metadata
+    assert _raw_field(new_meta.tree, ft.FMD_KEY_VALUES) == _raw_field(old_meta.tree, ft.FMD_KEY_VALUES)
+    if same_writer:  # the same pages, so the same row groups too
+        assert new_meta.created_by == old_meta.created_by
+        assert [g.num_rows for g in new_meta.row_groups] == [g.num_rows for g in old_meta.row_groups]
+    assert sum(g.num_rows for g in new_meta.row_groups) == sum(g.num_rows for g in old_meta.row_groups)
+    for group in new_meta.row_groups:
+        for chunk in group.columns:
+            assert chunk.meta_data is not None
+            assert chunk.meta_data.codec == ft.ZSTD
+    assert ipc(pq.read_table(pa.BufferReader(after))) == ipc(pq.read_table(pa.BufferReader(before)))
+
+
+def _raw_field(tree: thrift.Struct, field_id: int) -> bytes | None:
+    found = tree.find(field_id)
+    return None if found is None else thrift.dumps(thrift.Struct([found]))
