@@ -94,17 +94,32 @@ def parse_choice(options: tuple[str, ...]) -> Parser:
     return parse
 
 
-def _integer(low: int, high: int) -> Parser:
-    def parse(raw: str, subject: str) -> int:
+def _number(convert: Callable[[str], float], kind: str, low: float, high: float, unit: str = "") -> Parser:
+    """A parser for a number of ``kind`` within ``[low, high]``; ``unit`` names what it counts, if anything."""
+
+    def parse(raw: str, subject: str) -> Any:
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError as exc:
-            raise ConfigError(subject, f"must be a whole number, got {raw!r}") from exc
+            raise ConfigError(subject, f"must be {kind}, got {raw!r}") from exc
         if not low <= value <= high:
-            raise ConfigError(subject, f"must be from {low} to {high}, got {value}")
+            raise ConfigError(subject, f"must be from {_plain(low)} to {_plain(high)}{unit}, got {raw.strip()}")
         return value
 
     return parse
+
+
+def _plain(value: float) -> str:
+    """``1.0`` as ``1`` and ``2**62`` in full, as an operator would type them."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _integer(low: int, high: int) -> Parser:
+    return _number(int, "a whole number", low, high)
+
+
+def _seconds(low: float, high: float) -> Parser:
+    return _number(float, "a number of seconds", low, high, " seconds")
 
 
 def _size(low: int = 1, high: int = 2**62) -> Parser:
@@ -112,19 +127,6 @@ def _size(low: int = 1, high: int = 2**62) -> Parser:
         value = parse_size(raw, subject)
         if not low <= value <= high:
             raise ConfigError(subject, f"must be from {low} to {high} bytes, got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(low: float, high: float) -> Parser:
-    def parse(raw: str, subject: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError as exc:
-            raise ConfigError(subject, f"must be a number of seconds, got {raw!r}") from exc
-        if not low <= value <= high:
-            raise ConfigError(subject, f"must be from {low:g} to {high:g} seconds, got {raw}")
         return value
 
     return parse
