@@ -97,6 +97,9 @@ def why_not_identical(parquet: pq.ParquetFile) -> str | None:
         arrow = parquet.schema_arrow
     except (pa.ArrowException, ValueError) as exc:
         return f"Arrow cannot read the schema ({first_line(exc)})"
+    twice = reencode.duplicate_names(arrow)
+    if twice:
+        return f"columns named {twice!r} more than once, which Arrow cannot tell apart"
     for layout in reencode.layouts(parquet):
         try:
             written = reencode.written_schema(arrow, layout)

@@ -234,6 +234,10 @@ def refuse_unsupported(parquet: pq.ParquetFile, name: str) -> None:
     if parquet.metadata.num_columns == 0 and any(
             parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)):
         raise UnsupportedError(name, "has rows but no columns, which Arrow writes as no rows (use exact mode)")
+    twice = duplicate_names(parquet.schema_arrow)
+    if twice:
+        raise UnsupportedError(name, f"has more than one column named {twice!r}, which re-encode cannot tell "
+                                     "apart (use exact mode)")
     schema = parquet.schema
     for index in range(len(schema)):
         column = schema.column(index)
@@ -244,6 +248,12 @@ def refuse_unsupported(parquet: pq.ParquetFile, name: str) -> None:
         if logical in ("GEOMETRY", "GEOGRAPHY"):
             raise UnsupportedError(name, f"column {column.path!r} has the {logical} logical type, which re-encode "
                                          "cannot rewrite without losing it (use exact mode)")
+
+
+def duplicate_names(schema: pa.Schema) -> str | None:
+    """The first top-level name that occurs twice (valid Parquet; Arrow selects columns by name)."""
+    names = schema.names
+    return next((n for i, n in enumerate(names) if n in names[:i]), None)
 
 
 #: The microsecond range a nanosecond timestamp can hold (about 1677 to 2262).

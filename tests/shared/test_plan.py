@@ -281,3 +281,13 @@ def test_re_encode_is_strictly_identical_wherever_auto_chooses_it(table: pa.Tabl
         assert_reencode_is_identical(data)
     else:
         assert choice.mode == "exact"
+
+
+def test_duplicate_column_names_keep_their_pages() -> None:
+    table = pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"])
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=1)  # two row groups: a re-encode would coalesce them
+
+    choice = plan.choose(pq.ParquetFile(pa.BufferReader(sink.getvalue())), "auto")
+
+    assert choice == plan.Choice("exact", "exact: columns named 'a' more than once, which Arrow cannot tell apart")
