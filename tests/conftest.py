@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,21 @@ from hypothesis import settings as hypothesis_settings
 from devhost.azurite import Azurite, free_port
 from shared import cli as app_cli
 from shared.settings import STORAGE_CONNECTION, Settings
-from tests.helpers import HOST_BODY_LIMIT, ROOT, Result, RunCli, RunningHost, Worker, app_free_env, wait_for
+from tests.faults import FaultProxy
+from tests.helpers import (
+    HOST_BODY_LIMIT,
+    ROOT,
+    FlakyRig,
+    Recorder,
+    Result,
+    RunCli,
+    RunningHost,
+    Worker,
+    app_free_env,
+    no_wait,
+    pump_for,
+    wait_for,
+)
 
 # --------------------------------------------------------------------------- Hypothesis profiles
 
@@ -138,6 +152,47 @@ def fuzz_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     running = Worker(tmp_path_factory.mktemp("fuzz") / "worker-stderr.txt", FUZZ_LIMITS)
     yield running
     running.stop()
+
+
+# --------------------------------------------------------------------------- storage behind a fault proxy
+
+
+@pytest.fixture
+def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the session's Azurite (see ``tests/faults.py``)."""
+    running = FaultProxy(azurite.blob_port)
+    yield running
+    running.stop()
+
+
+# --------------------------------------------------------------------------- the event pump's webhooks
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    yield rec
+    rec.server.shutdown()
+
+
+@pytest.fixture
+def flaky_rig(
+    service: BlobServiceClient, containers: tuple[ContainerClient, ContainerClient]
+) -> Iterator[Callable[[int], FlakyRig]]:
+    """Make a FlakyRig on the input container whose webhook answers 500 to its first ``fail_first`` posts."""
+    made: list[FlakyRig] = []
+
+    def make(fail_first: int) -> FlakyRig:
+        webhook, waited = Recorder(fail_first), list[int]()
+        pump = pump_for(service, containers[0], webhook.url)
+        pump.attempts = 3
+        pump.backoff = no_wait(waited)
+        made.append(FlakyRig(webhook, pump, waited))
+        return made[-1]
+
+    yield make
+    for rig in made:
+        rig.webhook.server.shutdown()
 
 
 # --------------------------------------------------------------------------- the local host

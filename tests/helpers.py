@@ -14,11 +14,13 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TypeVar
@@ -27,8 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from devhost.events import EventPump, Subscription
 from shared.settings import STORAGE_CONNECTION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,6 +363,74 @@ class Worker:
             start_new_session=True,  # so stop() can kill the launcher and the worker together
         )
         return self._proc
+
+
+# --------------------------------------------------------------------------- the event pump's webhooks
+
+
+class Recorder:
+    """A webhook that records what it is sent; ``fail_first`` answers 500 that many times first.
+
+    ``posted`` is set once it has accepted an event, ``refused`` counts the 500s it answered.
+    """
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.received: list[tuple[dict[str, str], Any]] = []
+        self.fail_first = fail_first
+        self.refused = 0
+        self.posted = threading.Event()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if recorder.fail_first > 0:
+                    recorder.fail_first -= 1
+                    recorder.refused += 1
+                    self.send_response(500)
+                else:
+                    recorder.received.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
+                    self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                if recorder.received:
+                    recorder.posted.set()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/runtime/webhooks/blobs?functionName=Host.Functions.f"
+
+
+def pump_for(service: BlobServiceClient, container: ContainerClient, url: str) -> EventPump:
+    pump = EventPump(service, [Subscription("f", container.container_name, url)], interval=0.05)
+    pump.snapshot()
+    return pump
+
+
+def no_wait(attempts: list[int]) -> Callable[[int], float]:
+    """A backoff that records the attempts it follows and waits not at all."""
+
+    def backoff(attempt: int) -> float:
+        attempts.append(attempt)
+        return 0.0
+
+    return backoff
+
+
+@dataclass
+class FlakyRig:
+    """A webhook that fails its first posts, a pump with three attempts aimed at it, and the backoffs taken."""
+
+    webhook: Recorder
+    pump: EventPump
+    waited: list[int]
+
 
 
 # --------------------------------------------------------------------------- the local host over HTTP

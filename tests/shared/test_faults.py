@@ -10,7 +10,6 @@ output and an error the host would retry. The input is always intact.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ from shared.errors import StorageError
 from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import Fault, FaultProxy
 from tests.helpers import assert_same_data, noisy_table, parquet_bytes
-
-
-@pytest.fixture
-def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
-    running = FaultProxy(azurite.blob_port)
-    yield running
-    running.stop()
 
 
 def settings_via(proxy: FaultProxy, storage_env: dict[str, str], **extra: str) -> Settings:
