@@ -25,12 +25,15 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from devhost.azurite import Azurite, free_port
+from devhost.host import LocalHost, discover
 from shared import cli as app_cli
 from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import FaultProxy
 from tests.helpers import (
     HOST_BODY_LIMIT,
     ROOT,
+    SRC_ROWS,
+    BlobCalls,
     FlakyRig,
     Recorder,
     Result,
@@ -38,8 +41,11 @@ from tests.helpers import (
     RunningHost,
     Worker,
     app_free_env,
+    make_app,
     no_wait,
+    parquet_bytes,
     pump_for,
+    sample_table,
     wait_for,
 )
 
@@ -135,6 +141,32 @@ def run_cli(no_app_settings: None, capsys: pytest.CaptureFixture[str]) -> RunCli
     return run
 
 
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """A small valid Parquet file (``SRC_ROWS`` rows of ``sample_table``) to recompress."""
+    path = tmp_path / "in.parquet"
+    path.write_bytes(parquet_bytes(sample_table(SRC_ROWS)))
+    return path
+
+
+@pytest.fixture
+def dst(tmp_path: Path) -> Path:
+    """Where a run writes: ``out/result.parquet``, in a folder that exists and is empty."""
+    path = tmp_path / "out" / "result.parquet"
+    path.parent.mkdir()
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run with ``tmp_path`` as the working folder, which holds ``box/``, ``box/here.parquet`` and ``plainfile``."""
+    (tmp_path / "box").mkdir(exist_ok=True)
+    (tmp_path / "box" / "here.parquet").write_bytes(b"")
+    (tmp_path / "plainfile").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 # --------------------------------------------------------------------------- the sandbox worker
 
 
@@ -196,6 +228,18 @@ def flaky_rig(
 
 
 # --------------------------------------------------------------------------- the local host
+
+
+@pytest.fixture
+def blob_calls() -> BlobCalls:
+    """What the blob trigger of ``make_app`` was called with."""
+    return []
+
+
+@pytest.fixture
+def local_host(blob_calls: BlobCalls) -> LocalHost:
+    """The local host over ``make_app``'s triggers, called directly (no server started)."""
+    return LocalHost(discover(make_app(blob_calls)), port=0)
 
 
 

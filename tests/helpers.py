@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TypeVar
 
+import azure.functions as func
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +36,7 @@ from devhost.events import EventPump, Subscription
 from shared.settings import STORAGE_CONNECTION
 
 ROOT = Path(__file__).resolve().parents[1]
+SRC_ROWS = 1000  # the rows of the ``src`` fixture's file
 T = TypeVar("T")
 
 
@@ -431,6 +433,28 @@ class FlakyRig:
     pump: EventPump
     waited: list[int]
 
+
+
+# --------------------------------------------------------------------------- a small app for the local host
+
+BlobCalls = list[object]
+
+
+def make_app(calls: BlobCalls) -> func.FunctionApp:
+    """An app with one HTTP route (``GET items/{id}``) and one blob trigger (``landing/{name}``) that records
+    each blob client it is called with into ``calls``."""
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+    @app.route(route="items/{id}", methods=["GET"])
+    def item(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(json.dumps({"id": req.route_params["id"], "q": req.params.get("q")}),
+                                 mimetype="application/json")
+
+    @app.blob_trigger(arg_name="client", path="landing/{name}", connection="Store", source=func.BlobSource.EVENT_GRID)
+    def landed(client: object) -> None:
+        calls.append(client)
+
+    return app
 
 
 # --------------------------------------------------------------------------- the local host over HTTP

@@ -25,6 +25,7 @@ from shared.errors import InputError
 from shared.settings import DEFAULT_LEVEL
 from tests.helpers import (
     ROOT,
+    SRC_ROWS,
     Result,
     RunCli,
     app_free_env,
@@ -36,25 +37,8 @@ from tests.helpers import (
     sample_table,
 )
 
-ROWS = 1000
+ROWS = SRC_ROWS
 NOT_PARQUET = "not a readable Parquet file"
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    path = tmp_path / "in.parquet"
-    path.write_bytes(parquet_bytes(sample_table(ROWS)))
-    return path
-
-
-@pytest.fixture
-def dst(tmp_path: Path) -> Path:
-    return tmp_path / "out" / "result.parquet"
-
-
-@pytest.fixture(autouse=True)
-def dst_folder(dst: Path) -> None:
-    dst.parent.mkdir()
 
 
 def assert_clean_failure(result: Result, dst: Path, *fragments: str) -> None:
@@ -307,16 +291,6 @@ def test_a_bad_transform_setting_leaves_no_partial_file(
 
 
 # --------------------------------------------------------------------------- parse_location
-
-
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run with ``tmp_path`` as the working folder, which holds ``box/`` and ``box/here.parquet``."""
-    (tmp_path / "box").mkdir(exist_ok=True)
-    (tmp_path / "box" / "here.parquet").write_bytes(b"")
-    (tmp_path / "plainfile").write_bytes(b"")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 @pytest.mark.parametrize(
