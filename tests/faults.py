@@ -78,7 +78,8 @@ class FaultProxy:
     def __post_init__(self) -> None:
         self.server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name="fault-proxy", daemon=True).start()
+        # A short poll interval: shutdown() waits up to one interval, at every test's teardown.
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), name="fault-proxy", daemon=True).start()
 
     @property
     def port(self) -> int:
