@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,15 +63,24 @@ def blob_created_event(
     }
 
 
+def event_grid_backoff(attempt: int) -> float:
+    """Seconds to wait after failed delivery ``attempt`` (1, 2, ...): doubling, at most 30."""
+    return min(2.0**attempt, 30.0)
+
+
 @dataclass
 class EventPump:
-    """Polls containers and delivers one event per new blob version to each subscriber."""
+    """Polls containers and delivers one event per new blob version to each subscriber.
+
+    ``backoff`` says how long to wait after a failed delivery attempt; tests pass one that does not wait.
+    """
 
     service: BlobServiceClient
     subscriptions: list[Subscription]
     interval: float = 0.5
     attempts: int = 4
     parallel: int = 4
+    backoff: Callable[[int], float] = event_grid_backoff
     seen: dict[tuple[str, str], str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -139,6 +149,6 @@ class EventPump:
                             exc.code)
             except OSError as exc:
                 log.warning("%s: delivery %d of %d failed: %s", sub.function, attempt, self.attempts, exc)
-            if self._stop.wait(min(2.0**attempt, 30.0)):
+            if attempt < self.attempts and self._stop.wait(self.backoff(attempt)):
                 return
         log.error("%s: gave up delivering %s", sub.function, event["subject"])

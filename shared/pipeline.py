@@ -108,6 +108,10 @@ def _exact(source: Any, name: str, sink: Counted, settings: Settings, choice: pl
     return _Ran(exact.recompress(source_file, sink, options, name=name, progress=advance), choice, level)
 
 
+#: Blob metadata travels as HTTP headers: printable ASCII stays readable, anything else is %-escaped.
+_PRINTABLE = "".join(chr(code) for code in range(32, 127) if chr(code) != "%")
+
+
 def output_metadata(source: str, etag: str | None, size: int, ran: _Ran) -> dict[str, str]:
     """Blob metadata naming the exact input version, and how it was rewritten and proven."""
     return {
@@ -118,7 +122,7 @@ def output_metadata(source: str, etag: str | None, size: int, ran: _Ran) -> dict
         "recompress_codec": CODEC,
         "recompress_level": str(ran.level),
         "recompress_mode": ran.outcome.mode,
-        "recompress_mode_reason": quote(ran.choice.reason, safe=" :/(),'"),
+        "recompress_mode_reason": quote(ran.choice.reason, safe=_PRINTABLE),
         "recompress_proof": ran.outcome.proof,
     }
 

@@ -6,6 +6,12 @@ something bad to the first ``times`` of them: answer with an error status,
 wait, drop the connection before or after forwarding, or cut the response
 body short. Everything else is forwarded untouched, so the storage behind it
 is real.
+
+A ``hold`` fault keeps the request until the test releases it: the test waits
+for :meth:`Fault.wait_held` (the request has arrived and is held), does what it
+must while the run stands still, then calls :meth:`Fault.release`; the request
+is then forwarded, and :attr:`Fault.answered` is set once the client has its
+answer. No test waits on the clock for any of this.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
-Action = Literal["status", "delay", "reset-before", "reset-after", "truncate"]
+Action = Literal["status", "delay", "hold", "reset-before", "reset-after", "truncate"]
+
+#: The longest a ``hold`` keeps a request when nobody releases it (a test that failed before releasing).
+HOLD_LIMIT_SECONDS = 120.0
 
 
 @dataclass
@@ -34,9 +43,27 @@ class Fault:
     hits: int = 0
     #: Requests that must match before the fault starts (e.g. fail the third block, not the first).
     skip: int = 0
+    #: For ``hold``: set when a request is held, when the test releases it, and when its answer is sent.
+    held: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    released: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    answered: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def matches(self, method: str, path: str) -> bool:
         return method == self.method and self.url_part in path
+
+    def fresh(self) -> Fault:
+        """An unused copy: no hits, nothing held (a table's faults are templates for each run)."""
+        return Fault(self.method, self.url_part, self.action, self.times, self.status, self.seconds, skip=self.skip)
+
+    def wait_held(self, worker: threading.Thread, timeout: float = 60.0) -> None:
+        """Return once a request is held; fail if ``worker`` (the run under test) ends first or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not self.held.wait(0.02):
+            assert worker.is_alive(), "the run ended before the fault held it"
+            assert time.monotonic() < deadline, f"no request was held within {timeout:.0f} s"
+
+    def release(self) -> None:
+        self.released.set()
 
 
 @dataclass
@@ -51,13 +78,16 @@ class FaultProxy:
     def __post_init__(self) -> None:
         self.server = _QuietServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name="fault-proxy", daemon=True).start()
+        # A short poll interval: shutdown() waits up to one interval, at every test's teardown.
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), name="fault-proxy", daemon=True).start()
 
     @property
     def port(self) -> int:
         return int(self.server.server_address[1])
 
     def stop(self) -> None:
+        for fault in self.faults:
+            fault.release()  # a held request must not outlive the test
         self.server.shutdown()
         self.server.server_close()
 
@@ -95,12 +125,22 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             fault = proxy.pick(self.command, self.path)
+            try:
+                self._apply(fault, body)
+            finally:
+                if fault is not None:
+                    fault.answered.set()
+
+        def _apply(self, fault: Fault | None, body: bytes) -> None:
             if fault is not None and fault.action == "status":
                 self._answer(fault.status, b"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code>"
                                            b"<Message>Injected fault.</Message></Error>")
                 return
             if fault is not None and fault.action == "delay":
                 time.sleep(fault.seconds)
+            if fault is not None and fault.action == "hold":
+                fault.held.set()
+                fault.released.wait(HOLD_LIMIT_SECONDS)
             if fault is not None and fault.action == "reset-before":
                 self._reset()
                 return

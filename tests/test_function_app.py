@@ -1,122 +1,30 @@
 """Every trigger end to end, through the same local host that `make run` starts.
 
-The host runs as its own process (``python -m devhost --no-azurite``) against
-the session's Azurite; tests upload blobs and send real HTTP requests to it.
+The host (the ``host`` fixture) runs as its own process (``python -m devhost
+--no-azurite``) against the session's Azurite; tests upload blobs and send real
+HTTP requests to it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
 
 import pyarrow as pa
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerClient
 
 import function_app
-from devhost.azurite import Azurite, free_port
+from devhost.azurite import free_port
 from shared.report import human_bytes
 from shared.settings import STORAGE_CONNECTION
-from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
-
-ROOT = Path(__file__).resolve().parents[1]
-BODY_LIMIT = 2 * 1024 * 1024
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll until ``check`` returns something, or fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class RunningHost:
-    url: str
-    log: Path
-    input: ContainerClient
-    output: ContainerClient
-    quarantine: ContainerClient
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Response:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
-        except urllib.error.HTTPError as err:
-            return Response(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
-
-    def output_blob(self, name: str) -> bytes | None:
-        try:
-            return bytes(self.output.get_blob_client(name).download_blob().readall())
-        except ResourceNotFoundError:
-            return None
-
-    def log_line(self, needle: str) -> str | None:
-        return next((line for line in self.log.read_text().splitlines() if needle in line), None)
-
-
-@pytest.fixture(scope="module")
-def host(
-    azurite: Azurite, service: BlobServiceClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningHost]:
-    """The local host of `make run`, on a free port, with its own containers."""
-    suffix = uuid.uuid4().hex[:10]
-    env = {
-        **os.environ,
-        STORAGE_CONNECTION: azurite.connection_string,
-        "AzureWebJobsStorage": azurite.connection_string,
-        "RECOMPRESS_INPUT_CONTAINER": f"e2e-in-{suffix}",
-        "RECOMPRESS_OUTPUT_CONTAINER": f"e2e-out-{suffix}",
-        "RECOMPRESS_QUARANTINE_CONTAINER": f"e2e-q-{suffix}",
-        "RECOMPRESS_MAX_BODY_SIZE": str(BODY_LIMIT),
-    }
-    port = free_port()
-    log = tmp_path_factory.mktemp("devhost") / "devhost.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--no-azurite", "--func", "never", "--port", str(port), "--poll", "0.1"],
-            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )
-    running = RunningHost(f"http://127.0.0.1:{port}", log,
-                          service.get_container_client(env["RECOMPRESS_INPUT_CONTAINER"]),
-                          service.get_container_client(env["RECOMPRESS_OUTPUT_CONTAINER"]),
-                          service.get_container_client(env["RECOMPRESS_QUARANTINE_CONTAINER"]))
-    try:
-        wait_for(lambda: process.poll() or running.log_line("ready:"), "the local host to be ready", timeout=60)
-        assert process.poll() is None, log.read_text()
-        yield running
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
+from tests.helpers import (
+    HOST_BODY_LIMIT,
+    RunningHost,
+    assert_same_data,
+    codec_of,
+    parquet_bytes,
+    sample_table,
+    wait_for,
+)
 
 # --------------------------------------------------------------------------- blob trigger
 
@@ -198,7 +106,7 @@ def test_recompress_route_keeps_only_the_asked_columns(host: RunningHost) -> Non
 
 
 def test_recompress_route_refuses_a_body_over_the_limit_with_413(host: RunningHost) -> None:
-    response = host.request("POST", "/api/recompress", b"\0" * (BODY_LIMIT + 1))
+    response = host.request("POST", "/api/recompress", b"\0" * (HOST_BODY_LIMIT + 1))
 
     assert response.status == 413
     assert "over the" in response.json()["error"]

@@ -11,9 +11,7 @@ from azure.storage.blob import BlobServiceClient
 
 from devhost.azurite import ACCOUNT_KEY, Azurite
 from devhost.events import blob_created_event
-from tests.helpers import assert_same_data, parquet_bytes, sample_table
-from tests.test_function_app import RunningHost, wait_for
-from tests.test_function_app import host as host  # the same module-scoped local host fixture
+from tests.helpers import RunningHost, assert_same_data, parquet_bytes, sample_table, wait_for
 
 BURST = 50
 

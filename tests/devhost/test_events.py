@@ -2,61 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Callable
 
-import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from devhost.events import EventPump, Subscription
-
-
-class Recorder:
-    """A webhook that records what it is sent; ``fail_first`` answers 500 that many times first."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.received: list[tuple[dict[str, str], Any]] = []
-        self.fail_first = fail_first
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if recorder.fail_first > 0:
-                    recorder.fail_first -= 1
-                    self.send_response(500)
-                else:
-                    recorder.received.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
-                    self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/runtime/webhooks/blobs?functionName=Host.Functions.f"
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    yield rec
-    rec.server.shutdown()
-
-
-def pump_for(service: BlobServiceClient, container: ContainerClient, url: str) -> EventPump:
-    pump = EventPump(service, [Subscription("f", container.container_name, url)], interval=0.05)
-    pump.snapshot()
-    return pump
+from devhost.events import event_grid_backoff
+from tests.helpers import FlakyRig, Recorder, pump_for
 
 
 def test_blobs_present_before_start_fire_nothing(service: BlobServiceClient, containers: tuple[ContainerClient, ...],
@@ -100,17 +51,32 @@ def test_each_blob_version_fires_once(service: BlobServiceClient, containers: tu
     assert [events[0]["data"]["contentLength"] for _, events in recorder.received] == [3, 3]
 
 
-def test_a_failed_delivery_is_retried(service: BlobServiceClient, containers: tuple[ContainerClient, ...]) -> None:
-    flaky = Recorder(fail_first=1)
-    try:
-        pump = pump_for(service, containers[0], flaky.url)
-        pump.attempts = 3
-        containers[0].get_blob_client("retry.parquet").upload_blob(b"x")
-        pump.start()
-        deadline = time.monotonic() + 20
-        while not flaky.received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pump.stop()
-        assert len(flaky.received) == 1
-    finally:
-        flaky.server.shutdown()
+def test_a_failed_delivery_is_retried_after_the_backoff(
+    containers: tuple[ContainerClient, ...], flaky_rig: Callable[[int], FlakyRig]
+) -> None:
+    rig = flaky_rig(1)
+    containers[0].get_blob_client("retry.parquet").upload_blob(b"x")
+
+    rig.pump.start()
+    delivered = rig.webhook.posted.wait(20)
+    rig.pump.stop()
+
+    assert delivered, "the event was never delivered"
+    assert (len(rig.webhook.received), rig.webhook.refused) == (1, 1)
+    assert rig.waited == [1], "one failed attempt, one backoff"
+
+
+def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_attempt(
+    containers: tuple[ContainerClient, ...], flaky_rig: Callable[[int], FlakyRig]
+) -> None:
+    rig = flaky_rig(99)
+    containers[0].get_blob_client("lost.parquet").upload_blob(b"x")
+
+    assert rig.pump.poll_once() == 1  # no pool started: delivery happens here, retries included
+
+    assert (len(rig.webhook.received), rig.webhook.refused) == (0, 3)
+    assert rig.waited == [1, 2], "a backoff between attempts, none after the last"
+
+
+def test_the_default_backoff_doubles_up_to_thirty_seconds() -> None:
+    assert [event_grid_backoff(attempt) for attempt in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]

@@ -4,38 +4,14 @@ from __future__ import annotations
 
 import json
 
-import azure.functions as func
 import pytest
 
 from devhost.host import LocalHost, _blob_from_url, _route_regex, discover
-
-
-def make_app() -> func.FunctionApp:
-    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-
-    @app.route(route="items/{id}", methods=["GET"])
-    def item(req: func.HttpRequest) -> func.HttpResponse:
-        return func.HttpResponse(json.dumps({"id": req.route_params["id"], "q": req.params.get("q")}),
-                                 mimetype="application/json")
-
-    @app.blob_trigger(arg_name="client", path="landing/{name}", connection="Store", source=func.BlobSource.EVENT_GRID)
-    def landed(client: object) -> None:
-        calls.append(client)
-
-    return app
-
-
-calls: list[object] = []
-
-
-@pytest.fixture
-def local_host() -> LocalHost:
-    calls.clear()
-    return LocalHost(discover(make_app()), port=0)
+from tests.helpers import BlobCalls, make_app
 
 
 def test_discover_reads_routes_methods_and_blob_paths() -> None:
-    http, blobs = discover(make_app())
+    http, blobs = discover(make_app([]))
 
     assert [(f.name, f.route, f.methods) for f in http] == [("item", "items/{id}", ("GET",))]
     assert [(f.name, f.container, f.blob_pattern, f.connection) for f in blobs] == [
@@ -87,12 +63,12 @@ def test_webhook_for_unknown_function_is_404(local_host: LocalHost) -> None:
     assert local_host.handle_events("functionName=Host.Functions.nope", {}, b"[]")[0] == 404
 
 
-def test_webhook_ignores_events_for_other_containers(local_host: LocalHost) -> None:
+def test_webhook_ignores_events_for_other_containers(local_host: LocalHost, blob_calls: BlobCalls) -> None:
     event = [{"eventType": "Microsoft.Storage.BlobCreated",
               "data": {"url": "http://127.0.0.1:10000/devstoreaccount1/elsewhere/a.parquet"}}]
     status, _, _ = local_host.handle_events("functionName=Host.Functions.landed", {}, json.dumps(event).encode())
     assert status == 202
-    assert calls == []
+    assert blob_calls == []
 
 
 @pytest.mark.parametrize(

@@ -1,21 +1,20 @@
 """``python -m shared recompress SRC DST`` on local files.
 
 A few cases run the real command in a subprocess (the way a person runs it);
-the rest call ``shared.cli.main`` in-process. Bad input must end with exit
-status 2, exactly one line on stderr naming the file and the problem, no
-traceback, and nothing left at DST, not even a ``*.partial`` temp file.
+the rest call ``shared.cli.main`` in-process (the ``run_cli`` fixture). Bad input
+must end with exit status 2, exactly one line on stderr naming the file and the
+problem, no traceback, and nothing left at DST, not even a ``*.partial`` temp
+file. Damaged Parquet files are the corpus in ``tests/damaged.py``, which
+test_hostile runs through the command line and the pipeline.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,83 +23,22 @@ import pytest
 from shared import cli, exact
 from shared.errors import InputError
 from shared.report import change, human_bytes
-from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
+from tests.helpers import (
+    ROOT,
+    SRC_ROWS,
+    Result,
+    RunCli,
+    app_free_env,
+    assert_same_data,
+    codec_of,
+    parquet_bytes,
+    partial_files,
+    run_cli_process,
+    sample_table,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-ROWS = 1000
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.splitlines()
-
-
-def _clean_environment() -> dict[str, str]:
-    """The current environment without any app setting that could change the run."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RECOMPRESS_", "ParquetStorage"))}
-
-
-@pytest.fixture(autouse=True)
-def no_app_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in set(os.environ) - set(_clean_environment()):
-        monkeypatch.delenv(key)
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    path = tmp_path / "in.parquet"
-    path.write_bytes(parquet_bytes(sample_table(ROWS)))
-    return path
-
-
-@pytest.fixture
-def dst(tmp_path: Path) -> Path:
-    return tmp_path / "out" / "result.parquet"
-
-
-@pytest.fixture(autouse=True)
-def dst_folder(dst: Path) -> None:
-    dst.parent.mkdir()
-
-
-RunCli = Callable[..., Result]
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    """Call ``cli.main`` in-process; argparse's own exits become a Result too."""
-
-    def run(*argv: str | Path) -> Result:
-        try:
-            code = cli.main(["recompress", *map(str, argv)])
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
-
-
-def run_process(*argv: str | Path) -> Result:
-    """Run the real command line, as a person would, from the project folder."""
-    done = subprocess.run(
-        [sys.executable, "-m", "shared", "recompress", *map(str, argv)],
-        cwd=REPO, env=_clean_environment(), capture_output=True, text=True, timeout=120, check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
-
-
-def partial_files(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for folder, _, names in os.walk(root):
-        found.extend(Path(folder, name) for name in names if name.endswith(".partial"))
-    return found
+ROWS = SRC_ROWS
+NOT_PARQUET = "not a readable Parquet file"
 
 
 def assert_clean_failure(result: Result, dst: Path, *fragments: str) -> None:
@@ -120,16 +58,16 @@ def assert_recompressed(src: Path, dst: Path) -> None:
     assert codec_of(dst.read_bytes()) == {"ZSTD"}
 
 
-REPORT_LINE = re.compile(r"^(?P<source>.+): (?P<rows>[\d,]+) rows, "
+REPORT_LINE = re.compile(r"^(?P<source>.+): (?P<rows>\d+) rows, "
                          r"(?P<bytes_in>[\d.]+ k?B) → (?P<bytes_out>[\d.]+ k?B) \((?P<change>[−+±]\d+ %)\)"
-                         r"(?:, (?P<mode>.+))?, \d+ ms$")
+                         r", (?P<mode>exact|reencode) \((?P<reason>.+)\), (?P<proof>full|pages) proof, \d+ ms$")
 
 
 # --------------------------------------------------------------------------- success, as a real process
 
 
 def test_recompress_writes_dst_with_the_same_data_and_prints_one_report_line(src: Path, dst: Path) -> None:
-    result = run_process(src, dst)
+    result = run_cli_process(src, dst)
 
     assert result.code == 0, result.err
     assert result.err == ""
@@ -139,15 +77,17 @@ def test_recompress_writes_dst_with_the_same_data_and_prints_one_report_line(src
     match = REPORT_LINE.match(lines[0])
     assert match, lines[0]
     assert match["source"] == str(src)
-    assert int(match["rows"].replace(",", "")) == ROWS
+    assert int(match["rows"]) == ROWS
     assert match["bytes_in"] == human_bytes(src.stat().st_size)
     assert match["bytes_out"] == human_bytes(dst.stat().st_size)
     assert match["change"] == change(src.stat().st_size, dst.stat().st_size)
+    assert match["mode"] == "exact"
+    assert match["proof"] == "full"
     assert partial_files(dst.parent) == []
 
 
 def test_json_prints_the_report_as_one_json_object(src: Path, dst: Path) -> None:
-    result = run_process(src, dst, "--json")
+    result = run_cli_process(src, dst, "--json")
 
     assert result.code == 0, result.err
     assert len(result.out.splitlines()) == 1
@@ -172,28 +112,28 @@ def test_a_file_that_is_not_parquet_fails_cleanly_as_a_real_process(tmp_path: Pa
     bad = tmp_path / "noise.parquet"
     bad.write_bytes(random.Random(1).randbytes(4096))
 
-    result = run_process(bad, dst)
+    result = run_cli_process(bad, dst)
 
-    assert_clean_failure(result, dst, str(bad), "not a readable Parquet file")
+    assert_clean_failure(result, dst, str(bad), NOT_PARQUET)
 
 
 def test_a_missing_src_fails_cleanly_as_a_real_process(tmp_path: Path, dst: Path) -> None:
     missing = tmp_path / "missing.parquet"
 
-    result = run_process(missing, dst)
+    result = run_cli_process(missing, dst)
 
     assert_clean_failure(result, dst, str(missing), "No such file")
 
 
 def test_a_bad_level_exits_2_without_a_traceback_as_a_real_process(src: Path, dst: Path) -> None:
-    result = run_process(src, dst, "--level", "0")
+    result = run_cli_process(src, dst, "--level", "0")
 
     assert_clean_failure(result, dst, "argument --level", "must be from 1 to 22, got 0")
 
 
 @pytest.mark.parametrize("rows", ["0", "-5"])
 def test_a_row_group_size_below_one_fails_cleanly(src: Path, dst: Path, rows: str) -> None:
-    result = run_process(src, dst, f"--row-group-size={rows}")
+    result = run_cli_process(src, dst, f"--row-group-size={rows}")
 
     assert_clean_failure(result, dst, "argument --row-group-size", f"must be at least 1, got {rows}")
 
@@ -262,53 +202,9 @@ def test_relative_paths_are_local_files(
 # --------------------------------------------------------------------------- bad input, in-process
 
 
-def _flip(data: bytes, positions: range | list[int]) -> bytes:
-    flipped = bytearray(data)
-    for position in positions:
-        flipped[position] ^= 0xFF
-    return bytes(flipped)
-
-
-def _footer_start(data: bytes) -> int:
-    return len(data) - 8 - int.from_bytes(data[-8:-4], "little")
-
-
-GOOD = parquet_bytes(sample_table(ROWS))
-UNCOMPRESSED = parquet_bytes(sample_table(ROWS), compression="none")
-NOT_PARQUET = "not a readable Parquet file"
-
-BAD_FILES: dict[str, tuple[bytes, str]] = {
-    "random-bytes": (random.Random(0).randbytes(4096), NOT_PARQUET),
-    "empty-file": (b"", NOT_PARQUET),
-    "csv-renamed-to-parquet": (b"id,name\n1,alice\n2,bob\n", NOT_PARQUET),
-    "truncated-to-1-byte": (GOOD[:1], NOT_PARQUET),
-    "truncated-to-4-bytes": (GOOD[:4], NOT_PARQUET),
-    "truncated-to-12-bytes": (GOOD[:12], NOT_PARQUET),
-    "truncated-in-half": (GOOD[: len(GOOD) // 2], NOT_PARQUET),
-    "truncated-inside-footer": (GOOD[: _footer_start(GOOD) + 10], NOT_PARQUET),
-    "truncated-by-1-byte": (GOOD[:-1], NOT_PARQUET),
-    "flipped-footer-start": (_flip(GOOD, range(_footer_start(GOOD), _footer_start(GOOD) + 4)), NOT_PARQUET),
-    "flipped-footer-middle": (_flip(GOOD, range(_footer_start(GOOD) + 40, _footer_start(GOOD) + 72)), NOT_PARQUET),
-    "flipped-footer-length": (_flip(GOOD, [len(GOOD) - 5]), NOT_PARQUET),
-    "flipped-end-magic": (_flip(GOOD, [len(GOOD) - 1]), NOT_PARQUET),
-    "flipped-page-header": (_flip(UNCOMPRESSED, [4]), "row group 0 is unreadable"),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_FILES))
-def test_an_unreadable_src_fails_cleanly(run_cli: RunCli, tmp_path: Path, dst: Path, case: str) -> None:
-    content, problem = BAD_FILES[case]
-    bad = tmp_path / "bad.parquet"
-    bad.write_bytes(content)
-
-    result = run_cli(bad, dst)
-
-    assert_clean_failure(result, dst, f"error: {bad}: ", problem)
-
-
 def test_a_failed_run_leaves_an_existing_dst_untouched(run_cli: RunCli, tmp_path: Path, dst: Path) -> None:
     bad = tmp_path / "bad.parquet"
-    bad.write_bytes(GOOD[:100])
+    bad.write_bytes(parquet_bytes(sample_table(ROWS))[:100])
     dst.write_bytes(b"previous result")
 
     result = run_cli(bad, dst)
@@ -404,16 +300,6 @@ def test_a_bad_transform_setting_leaves_no_partial_file(
 # --------------------------------------------------------------------------- parse_location
 
 
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run with ``tmp_path`` as the working folder, which holds ``box/`` and ``box/here.parquet``."""
-    (tmp_path / "box").mkdir(exist_ok=True)
-    (tmp_path / "box" / "here.parquet").write_bytes(b"")
-    (tmp_path / "plainfile").write_bytes(b"")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize(
     "text",
     ["/abs/path/file.parquet", "./box/file.parquet", "../elsewhere/file.parquet", "~/file.parquet",
@@ -486,8 +372,8 @@ def test_a_local_run_loads_neither_pandas_nor_the_azure_sdk(tmp_path: Path) -> N
         f"code = main(['recompress', {str(source)!r}, {str(tmp_path / 'out.parquet')!r}]); "
         "print(sorted(m for m in ('pandas', 'azure.storage.blob', 'azure.identity') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=app_free_env(), check=False)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

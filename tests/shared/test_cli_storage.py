@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
+from tests.helpers import (
+    ROOT,
+    Result,
+    app_free_env,
+    assert_same_data,
+    codec_of,
+    parquet_bytes,
+    run_cli_process,
+    sample_table,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared", "recompress", *args], cwd=cwd,
-                          env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=120)
+def run_cli(env: dict[str, str], *args: str, cwd: Path = ROOT) -> Result:
+    return run_cli_process(*args, env=app_free_env(env), cwd=cwd)
 
 
 def blob_exists(container: ContainerClient, name: str) -> bool:
@@ -37,8 +39,8 @@ def test_blob_to_blob(storage_env: dict[str, str], containers: tuple[ContainerCl
 
     result = run_cli(storage_env, src, dst, "--level", "9")
 
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"{src}: 2000 rows")
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"{src}: 2000 rows")
     output = bytes(containers[1].get_blob_client("c.parquet").download_blob().readall())
     assert_same_data(data, output)
     props = containers[1].get_blob_client("c.parquet").get_blob_properties()
@@ -54,8 +56,8 @@ def test_local_file_to_blob_and_back(storage_env: dict[str, str],
     up = run_cli(storage_env, str(source), blob)
     down = run_cli(storage_env, f"az://{blob}", str(tmp_path / "down.parquet"))
 
-    assert up.returncode == 0, up.stderr
-    assert down.returncode == 0, down.stderr
+    assert up.code == 0, up.err
+    assert down.code == 0, down.err
     assert_same_data(source, tmp_path / "down.parquet")
     assert codec_of((tmp_path / "down.parquet").read_bytes()) == {"ZSTD"}
 
@@ -66,7 +68,7 @@ def test_relative_paths_whose_folder_exists_stay_local(storage_env: dict[str, st
 
     result = run_cli(storage_env, "data/in.parquet", "data/out.parquet", cwd=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.code == 0, result.err
     assert (tmp_path / "data" / "out.parquet").exists()
 
 
@@ -83,9 +85,9 @@ def test_bad_blob_exits_2_with_one_line_and_writes_nothing(
 
     result = run_cli(storage_env, src, dst)
 
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith(f"error: {src}: {problem}") or f"bad.parquet: {problem}" in result.stderr
+    assert result.code == 2
+    assert result.err.count("\n") == 1
+    assert result.err.startswith(f"error: {src}: {problem}") or f"bad.parquet: {problem}" in result.err
     assert not blob_exists(containers[1], "bad.parquet")
 
 
@@ -95,20 +97,22 @@ def test_missing_blob_exits_2_naming_it(storage_env: dict[str, str],
 
     result = run_cli(storage_env, src, str(tmp_path / "out.parquet"))
 
-    assert result.returncode == 2
-    assert result.stderr == f"error: {src}: does not exist\n"
+    assert result.code == 2
+    assert result.err == f"error: {src}: does not exist\n"
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unreachable_storage_exits_1_in_one_line_without_the_key(tmp_path: Path) -> None:
     env = {"ParquetStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0;"
-                             "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"}
+                             "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+           # One quick retry still goes through the retry policy; the default five, backing off, take 16 s.
+           "RECOMPRESS_RETRY_TOTAL": "1", "RECOMPRESS_RETRY_BACKOFF": "0.05"}
     source = tmp_path / "in.parquet"
     source.write_bytes(parquet_bytes(sample_table(10)))
 
     result = run_cli(env, str(source), "somecontainer/out.parquet")
 
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1
-    assert "unreachable" in result.stderr
-    assert "c2VjcmV0" not in result.stderr + result.stdout
+    assert result.code == 1
+    assert result.err.count("\n") == 1
+    assert "unreachable" in result.err
+    assert "c2VjcmV0" not in result.err + result.out

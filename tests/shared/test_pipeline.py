@@ -27,17 +27,15 @@ def output(container: ContainerClient, name: str) -> bytes:
     return bytes(container.get_blob_client(name).download_blob().readall())
 
 
-def process_until_held(proxy: FaultProxy, container: ContainerClient, name: str,
+def process_until_held(fault: Fault, container: ContainerClient, name: str,
                        settings: Settings) -> tuple[threading.Thread, list[Report]]:
-    """Start processing ``name`` through the proxy; return once its delay fault holds the run."""
+    """Start processing ``name`` in a thread through the proxy; return once ``fault`` (a hold) holds the run."""
     service = BlobServiceClient.from_connection_string(settings.connection.connection_string or "")
     results: list[Report] = []
     worker = threading.Thread(target=lambda: results.append(
         blobs.process_blob(service.get_blob_client(container.container_name, name), settings)))
     worker.start()
-    while proxy.injected == 0:
-        assert worker.is_alive(), "the run ended before the fault held it"
-        threading.Event().wait(0.01)
+    fault.wait_held(worker)
     return worker, results
 
 
@@ -97,10 +95,14 @@ def test_an_input_overwritten_while_it_is_processed_never_publishes_the_old_vers
                                       "RECOMPRESS_BLOCK_SIZE": "64KiB"})
         old, new = parquet_bytes(noisy_table(30_000)), parquet_bytes(noisy_table(31_000, seed=2))
         upload(containers[0], "moving.parquet", old)
-        proxy.faults = [Fault("PUT", "comp=block&", "delay", seconds=1.0)]  # hold the first run mid-write
-        worker, results = process_until_held(proxy, containers[0], "moving.parquet", settings)
+        hold = Fault("PUT", "comp=block&", "hold")  # hold the first run mid-write
+        proxy.faults = [hold]
+        worker, results = process_until_held(hold, containers[0], "moving.parquet", settings)
         upload(containers[0], "moving.parquet", new)  # the re-upload lands mid-run
+        hold.release()
         worker.join(timeout=60)
+
+        assert not worker.is_alive()
 
         assert results[0].status == "superseded"
         with pytest.raises(ResourceNotFoundError):
@@ -165,11 +167,15 @@ def test_a_run_that_loses_the_commit_race_to_a_newer_version_reports_superseded(
         direct = Settings.from_env(storage_env)
         old, new = parquet_bytes(sample_table(10)), parquet_bytes(sample_table(20))
         upload(containers[0], "race2.parquet", old)
-        proxy.faults = [Fault("PUT", containers[1].container_name, "delay", seconds=1.5)]  # hold the old run's commit
-        worker, results = process_until_held(proxy, containers[0], "race2.parquet", via_proxy)
+        hold = Fault("PUT", containers[1].container_name, "hold")  # hold the old run's commit
+        proxy.faults = [hold]
+        worker, results = process_until_held(hold, containers[0], "race2.parquet", via_proxy)
         upload(containers[0], "race2.parquet", new)  # the newer version lands and publishes first
         assert blobs.process_blob(containers[0].get_blob_client("race2.parquet"), direct).status == "written"
+        hold.release()
         worker.join(timeout=60)
+
+        assert not worker.is_alive()
 
         assert results[0].status == "superseded"
         assert_same_data(new, output(containers[1], "race2.parquet"))

@@ -13,13 +13,11 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from shared import blobs, pipeline
+from shared import blobs, exact, pipeline
 from shared.errors import ConfigError, CredentialError, NotFoundError, NotParquetError
 from shared.settings import STORAGE_CONNECTION, Settings
 from shared.storage import BlockBlobSink, RangedBlobFile, open_blob, redact, service_client
-from tests.helpers import assert_same_data, codec_of, parquet_bytes, peak_rss_kib, sample_table
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import app_free_env, assert_same_data, codec_of, measure_peak, parquet_bytes, sample_table
 
 
 def upload(container: ContainerClient, name: str, data: bytes) -> None:
@@ -83,7 +81,10 @@ def test_output_carries_the_source_version_in_its_metadata(
         "recompress_source_size": str(source.get_blob_properties().size),
         "recompress_rows": "1000",
         "recompress_codec": "zstd",
-        "recompress_level": str(settings.zstd_level),
+        "recompress_level": str(exact.DEFAULT_LEVEL),
+        "recompress_mode": "exact",
+        "recompress_mode_reason": "exact: re-encode would gain nothing (1 row group(s) stay 1; encodings are kept)",
+        "recompress_proof": "full",
     }
     assert props.content_settings.content_type == "application/vnd.apache.parquet"
 
@@ -189,13 +190,12 @@ def test_peak_memory_stays_flat_as_the_blob_grows(
     storage_env: dict[str, str], containers: tuple[ContainerClient, ...], tmp_path: Path
 ) -> None:
     sizes = {"small": 1_000_000, "large": 6_000_000}  # about 16 MB and 96 MB of random data
-    env = {
-        **os.environ, **storage_env,
+    env = app_free_env(storage_env, {
         "RECOMPRESS_RANGED_READ_THRESHOLD": "1MiB",
         "RECOMPRESS_ROW_GROUP_SIZE": "250000",
         "RECOMPRESS_ZSTD_LEVEL": "1",
         "RECOMPRESS_BLOCK_SIZE": "1MiB",  # both files fill the upload pipeline, so only file size differs
-    }
+    })
     peaks, bytes_in = {}, {}
     for label, rows in sizes.items():
         path = tmp_path / f"{label}.parquet"
@@ -205,7 +205,9 @@ def test_peak_memory_stays_flat_as_the_blob_grows(
             containers[0].get_blob_client(path.name).upload_blob(handle, overwrite=True)
         source = f"{containers[0].container_name}/{path.name}"
         target = f"{containers[1].container_name}/{path.name}"
-        peaks[label] = peak_rss_kib([sys.executable, "-m", "shared", "recompress", source, target], env, ROOT)
+        run = measure_peak([sys.executable, "-m", "shared", "recompress", source, target], env)
+        assert run.code == 0, run.stderr
+        peaks[label] = run.peak_kib
         path.unlink()
 
     growth_mib = (peaks["large"] - peaks["small"]) / 1024
