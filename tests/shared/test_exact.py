@@ -20,8 +20,15 @@ from shared.limits import Limits
 from shared.parquet import footer as ft
 from shared.parquet import pages, thrift
 from shared.proof import Outcome, ProofKind
-from tests.shared.parquet.corpus import CORPUS, assert_same_file, chunk_meta, corpus_files, edit_footer, write
-from tests.shared.parquet.test_codecs import hadoop_lz4
+from tests.shared.parquet.corpus import (
+    CORPUS,
+    assert_same_file,
+    chunk_meta,
+    corpus_files,
+    edit_footer,
+    hadoop_lz4,
+    write,
+)
 
 
 def run(data: bytes, verify: ProofKind = "full", **options: Any) -> tuple[bytes, Outcome]:

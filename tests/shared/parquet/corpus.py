@@ -91,3 +91,20 @@ def assert_same_file(before: bytes, after: bytes, *, same_writer: bool = True) -
 def _raw_field(tree: thrift.Struct, field_id: int) -> bytes | None:
     found = tree.find(field_id)
     return None if found is None else thrift.dumps(thrift.Struct([found]))
+
+
+ARROW = {ft.SNAPPY: "snappy", ft.GZIP: "gzip", ft.BROTLI: "brotli", ft.ZSTD: "zstd", ft.LZ4_RAW: "lz4_raw"}
+
+
+def pack(codec: int, data: bytes) -> bytes:
+    return bytes(pa.Codec(ARROW[codec]).compress(data, asbytes=True))
+
+
+def hadoop_lz4(data: bytes, block: int = 1000) -> bytes:
+    """parquet-mr's framing: per block, big-endian decompressed and compressed sizes, then an LZ4 block."""
+    out = b""
+    for start in range(0, len(data), block):
+        piece = data[start:start + block]
+        packed = pack(ft.LZ4_RAW, piece)
+        out += struct.pack(">II", len(piece), len(packed)) + packed
+    return out

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import struct
-
-import pyarrow as pa
 import pytest
 
 from shared.parquet import codecs
 from shared.parquet import footer as ft
+from tests.shared.parquet.corpus import ARROW, hadoop_lz4
+from tests.shared.parquet.corpus import pack as _pack
 
 DATA = b"parquet pages repeat themselves " * 200 + bytes(range(256))
-
-ARROW = {ft.SNAPPY: "snappy", ft.GZIP: "gzip", ft.BROTLI: "brotli", ft.ZSTD: "zstd", ft.LZ4_RAW: "lz4_raw"}
-
-
-def _pack(codec: int, data: bytes) -> bytes:
-    return bytes(pa.Codec(ARROW[codec]).compress(data, asbytes=True))
-
-
-def hadoop_lz4(data: bytes, block: int = 1000) -> bytes:
-    """parquet-mr's framing: per block, big-endian decompressed and compressed sizes, then an LZ4 block."""
-    out = b""
-    for start in range(0, len(data), block):
-        piece = data[start:start + block]
-        packed = _pack(ft.LZ4_RAW, piece)
-        out += struct.pack(">II", len(piece), len(packed)) + packed
-    return out
-
 
 @pytest.mark.parametrize("codec", sorted(ARROW))
 def test_round_trip_and_exact_size(codec: int) -> None:
