@@ -24,6 +24,7 @@ import pyarrow as pa
 from shared import exact, plan, reencode
 from shared.errors import LimitError, PartMismatchError
 from shared.limits import check_footer
+from shared.parquet import footer as ft
 from shared.proof import Outcome
 from shared.report import CODEC, SOURCE_ETAG_KEY, Report
 from shared.settings import Settings
@@ -77,10 +78,12 @@ def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: S
 def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progress: Progress | None) -> _Ran:
     """Choose the mode from the footer, then run it; under auto a failed re-encode proof falls back to exact."""
     transform = load_transform(settings.transform) if settings.transform else None  # a bad one fails early
+    source = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview) else source
+    footer = ft.read_footer(source, name).meta  # the app's own parse: safe on crafted footers, keeps every field
     parquet = reencode.open_parquet(source, name)
     check_footer(parquet, settings.limits, name)  # before the plan builds anything from the schema
     choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
-                         row_group_size=settings.row_group_size, name=name)
+                         row_group_size=settings.row_group_size, name=name, footer=footer)
     advance = None
     if progress is not None:
         progress.start(parquet.metadata.num_rows)
@@ -104,8 +107,7 @@ def _exact(source: Any, name: str, sink: Counted, settings: Settings, choice: pl
            advance: Callable[[int], None] | None) -> _Ran:
     level = settings.zstd_level or exact.DEFAULT_LEVEL
     options = exact.ExactOptions(level=level, verify=settings.verify, limits=settings.limits)  # type: ignore[arg-type]
-    source_file = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview) else source
-    return _Ran(exact.recompress(source_file, sink, options, name=name, progress=advance), choice, level)
+    return _Ran(exact.recompress(source, sink, options, name=name, progress=advance), choice, level)
 
 
 #: Blob metadata travels as HTTP headers: printable ASCII stays readable, anything else is %-escaped.

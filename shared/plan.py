@@ -25,6 +25,7 @@ schema it cannot show would come back the same.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 
 from shared import reencode
 from shared.errors import OptionError, first_line
+from shared.parquet import footer as ft
 from shared.transform import BatchTransform
 
 Requested = Literal["auto", "exact", "reencode"]
@@ -49,7 +51,7 @@ class Choice:
 
 def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str, ...] | None = None,
            transform: BatchTransform | None = None, row_group_size: int = reencode.Options.row_group_size,
-           name: str = "input") -> Choice:
+           name: str = "input", footer: ft.FileMeta | None = None) -> Choice:
     """Decide how to rewrite ``parquet``; see the module docstring for the rule."""
     changes = bool(columns) or transform is not None
     if requested == "exact":
@@ -60,7 +62,7 @@ def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str,
         return Choice("reencode", "reencode: requested")
     if changes:
         return Choice("reencode", "reencode: columns/transform asked for a change")
-    obstacle = why_not_identical(parquet)
+    obstacle = why_not_identical(parquet) or (what_reencode_drops(footer) if footer is not None else None)
     if obstacle is not None:
         return Choice("exact", f"exact: {obstacle}")
     groups, target = parquet.metadata.num_row_groups, coalesced_groups(parquet.metadata, row_group_size)
@@ -93,6 +95,9 @@ def why_not_identical(parquet: pq.ParquetFile) -> str | None:
         logical = str(column.logical_type.type)
         if logical in ("GEOMETRY", "GEOGRAPHY"):
             return f"{logical} logical type would not survive a re-encode (column {column.path!r})"
+        if _narrow_integer(column):
+            return (f"column {column.path!r} holds {_narrow_integer(column)} values in {column.physical_type}: "
+                    "Arrow would wrap values another writer stored outside that range")
     try:
         arrow = parquet.schema_arrow
     except (pa.ArrowException, ValueError) as exc:
@@ -108,6 +113,36 @@ def why_not_identical(parquet: pq.ParquetFile) -> str | None:
         if written.equals(schema):
             return _arrow_difference(arrow, written, layout)
     return schema_difference(schema, reencode.written_schema(arrow, reencode.layouts(parquet)[0]))
+
+
+def _narrow_integer(column: pq.ColumnSchema) -> str | None:
+    """``INT(8)``-style annotation on a wider physical type, whose out-of-range values Arrow wraps on reading."""
+    converted = column.converted_type
+    if converted in ("INT_8", "INT_16", "UINT_8", "UINT_16"):
+        return str(converted)
+    logical = column.logical_type
+    if str(logical.type) == "INT":
+        width = json.loads(logical.to_json()).get("bitWidth")
+        if width in (8, 16):
+            return f"INT({width})"
+    return None
+
+
+def what_reencode_drops(footer: ft.FileMeta) -> str | None:
+    """What the input's footer holds that a re-encode through pyarrow would not write back, if anything."""
+    for group in footer.row_groups:
+        if group.tree.has(ft.RG_SORTING):
+            return "row groups declare their sorting columns"
+        for chunk in group.columns:
+            meta = chunk.meta_data
+            where = ".".join(meta.path_in_schema) if meta is not None else "?"
+            if meta is not None and meta.tree.has(ft.CM_KEY_VALUES):
+                return f"column {where!r} carries key-value metadata of its own"
+            if meta is not None and meta.bloom_filter_offset is not None:
+                return f"column {where!r} has a bloom filter"
+            if chunk.column_index_offset is not None or chunk.offset_index_offset is not None:
+                return f"column {where!r} has a page index"
+    return None
 
 
 def _arrow_difference(arrow: pa.Schema, written: pq.ParquetSchema, layout: reencode.Layout) -> str | None:

@@ -16,6 +16,7 @@ sink is the caller's job, after :func:`recompress` returned.
 from __future__ import annotations
 
 import contextlib
+import copy
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -37,8 +38,9 @@ from shared.errors import (
     first_line,
 )
 from shared.limits import Deadline, Limits, check_footer
-from shared.parquet import footer
+from shared.parquet import footer, thrift
 from shared.parquet.assembly import Assembler
+from shared.parquet.thrift import Struct, ThriftList
 from shared.proof import Outcome, check_group_rows, check_totals
 from shared.report import CODEC
 from shared.transform import BatchTransform
@@ -46,7 +48,6 @@ from shared.transform import BatchTransform
 ARROW_SCHEMA_KEY = "ARROW:schema"
 
 Progress = Callable[[int], None]
-KeyValues = list[tuple[str, str | None]]
 
 
 #: zstd level 1 is re-encode's default. With per-column encodings chosen first, the
@@ -186,11 +187,10 @@ def recompress(
     if writer.schema is None:
         writer.start(_empty_schema(_output_schema(parquet.schema_arrow, columns), options.transform, name))
     writer.close()
-    pairs = input_footer.key_value_metadata
     # A schema proven equal to the input's is written as the input's own elements, byte for byte: pyarrow
     # would add what the input's writer left out (a root repetition, a STRING next to UTF8).
     same_schema = input_footer.tree.get_list(footer.FMD_SCHEMA) if matched and not changed else None
-    summary = assembler.finish(key_values=_key_values(pairs, writer.arrow_schema_value if changed else None),
+    summary = assembler.finish(key_value_list=_key_values(input_footer, writer.arrow_schema_value if changed else None),
                                schema=same_schema)
     _account(name, sum(declared), rows_read, writer.rows_written, int(summary.num_rows),
               transformed=options.transform is not None)
@@ -340,16 +340,23 @@ def _random_access(source: Any) -> Any:
     return pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview | pa.Buffer) else source
 
 
-def _key_values(pairs: KeyValues, arrow_schema: str | None) -> KeyValues:
-    """The output footer's key-value pairs: exactly the input's.
+def _key_values(input_footer: footer.FileMeta, arrow_schema: str | None) -> ThriftList | None:
+    """The output footer's key-value list: the input's own, entry for entry and byte for byte.
 
-    When columns or a transform changed the schema, the input's ARROW:schema
-    (if it had one) no longer describes the output, so the parts' own value
-    replaces it; a file without one gets none.
+    Copied as Thrift, never through text, so values that are not UTF-8 or not
+    strings (old fastparquet wrote integers) survive. When columns or a
+    transform changed the schema, the input's ARROW:schema (if it had one) no
+    longer describes the output, so only its value is replaced by the parts'.
     """
-    if arrow_schema is None:
-        return pairs
-    return [(key, arrow_schema if key == ARROW_SCHEMA_KEY else value) for key, value in pairs]
+    found = input_footer.tree.get_list(footer.FMD_KEY_VALUES)
+    if found is None:
+        return None
+    pairs = copy.deepcopy(found)
+    if arrow_schema is not None:
+        for entry in pairs.items:
+            if isinstance(entry, Struct) and entry.get_binary(footer.KV_KEY) == ARROW_SCHEMA_KEY.encode():
+                entry.set(footer.KV_VALUE, arrow_schema.encode(), thrift.BINARY)
+    return pairs
 
 
 def _select_columns(schema: pa.Schema, wanted: tuple[str, ...] | None, name: str) -> list[str] | None:

@@ -152,6 +152,13 @@ def bloom_length(read: Callable[[int, int], bytes], offset: int, length: int | N
     return end + num_bytes
 
 
+class _Keep:
+    """The default of :meth:`Assembler.finish`'s ``key_value_list``: keep the parts' own."""
+
+
+KEEP = _Keep()
+
+
 class Assembler:
     """Concatenates in-memory Parquet files (parts) of one schema into one file written to a sink."""
 
@@ -217,26 +224,70 @@ class Assembler:
         builder.add_row_group(group, indexes)
 
     def finish(self, *, key_values: list[tuple[str, str | None]] | None = None,
-               schema: ThriftList | None = None) -> FileSummary:
+               key_value_list: ThriftList | _Keep | None = KEEP, schema: ThriftList | None = None) -> FileSummary:
         """Write page indexes and the footer: the first part's, with all row groups and these key-values.
 
-        ``schema``, when given, replaces the parts' schema elements with an
-        equivalent list (the input's own, byte for byte), for a caller that
-        has proven the two describe the same columns.
+        ``key_value_list``, when given, is the footer's key-value list exactly
+        as another footer held it (``None``: no list), so bytes that are not
+        UTF-8 and values that are not strings survive; ``key_values`` builds
+        one from text pairs instead. ``schema``, when given, replaces the
+        parts' schema elements with an equivalent list (the input's own, byte
+        for byte), for a caller that has proven the two describe the same leaf
+        columns; every chunk's ``path_in_schema`` is then rewritten to match it.
         """
         if self._first is None:
             raise VerificationError("assembly", "no part was appended (check: parts)")
         tree = copy.deepcopy(self._first)
         if schema is not None:
             tree.set(ft.FMD_SCHEMA, schema, thrift.LIST)
+            _name_chunks_by(schema, self._builder.row_groups)
         rows = sum(ft.RowGroup(group).num_rows for group in self._builder.row_groups)
         tree.set(ft.FMD_NUM_ROWS, rows, thrift.I64)
-        if key_values is not None:
+        if not isinstance(key_value_list, _Keep):
+            if key_value_list is None:
+                tree.remove(ft.FMD_KEY_VALUES)
+            else:
+                tree.set(ft.FMD_KEY_VALUES, key_value_list, thrift.LIST)
+        elif key_values is not None:
             if key_values:
                 ft.FileMeta(tree).set_key_value_metadata(key_values)
             else:
                 tree.remove(ft.FMD_KEY_VALUES)
         return self._builder.finish(tree)
+
+
+def _name_chunks_by(schema: ThriftList, row_groups: list[Struct]) -> None:
+    """Give every column chunk the ``path_in_schema`` of its leaf in ``schema``, or refuse when they don't pair up."""
+    paths = _raw_leaf_paths([item for item in schema.items if isinstance(item, Struct)])
+    for group in row_groups:
+        chunks = ft.RowGroup(group).columns
+        if len(chunks) != len(paths):
+            raise VerificationError("assembly", f"a row group holds {len(chunks)} column chunks for "
+                                                f"{len(paths)} leaf columns (check: schema)")
+        for chunk, path in zip(chunks, paths, strict=True):
+            meta = chunk.meta_data
+            if meta is None:
+                raise VerificationError("assembly", "a column chunk has no metadata (check: schema)")
+            meta.tree.set(ft.CM_PATH, ThriftList(thrift.BINARY, list(path)), thrift.LIST)
+
+
+def _raw_leaf_paths(elements: list[Struct]) -> list[list[bytes]]:
+    """Each leaf's path as the schema's raw name bytes (never decoded, so any name survives)."""
+    paths: list[list[bytes]] = []
+    stack: list[tuple[int, list[bytes]]] = [(elements[0].get_int(ft.SE_NUM_CHILDREN) or 0, [])] if elements else []
+    for element in elements[1:]:
+        if not stack:
+            raise VerificationError("assembly", "the schema has elements past its root's children (check: schema)")
+        left, prefix = stack.pop()
+        if left > 1:
+            stack.append((left - 1, prefix))
+        path = [*prefix, element.get_binary(ft.SE_NAME) or b""]
+        children = element.get_int(ft.SE_NUM_CHILDREN) or 0
+        if children:
+            stack.append((children, path))
+        else:
+            paths.append(path)
+    return paths
 
 
 def _shift_chunk(chunk: Struct, meta: Struct, start: int, length: int, delta: int) -> None:

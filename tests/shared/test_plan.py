@@ -12,6 +12,7 @@ import io
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -291,3 +292,72 @@ def test_duplicate_column_names_keep_their_pages() -> None:
     choice = plan.choose(pq.ParquetFile(pa.BufferReader(sink.getvalue())), "auto")
 
     assert choice == plan.Choice("exact", "exact: columns named 'a' more than once, which Arrow cannot tell apart")
+
+
+# --------------------------------------------------------------------------- what Arrow or pyarrow would change
+
+
+def _with_footer(data: bytes, edit: Callable[[thrift.Struct], None]) -> bytes:
+    parsed = footer.footer_from_bytes(data, "x")
+    edit(parsed.tree)
+    raw = thrift.dumps(parsed.tree)
+    return data[:parsed.start] + raw + len(raw).to_bytes(4, "little") + b"PAR1"
+
+
+def _two_groups(table: pa.Table, **options: object) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=max(table.num_rows // 2, 1), store_schema=False, **options)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def test_int8_values_another_writer_stored_out_of_range_keep_their_pages() -> None:
+    """Arrow reads INT(8) as int8 and wraps 1000 to -24; proving Arrow against Arrow would never notice."""
+
+    def annotate(tree: thrift.Struct) -> None:
+        element = tree.get_structs(footer.FMD_SCHEMA)[1]
+        element.set(footer.SE_CONVERTED, 15, thrift.I32)  # INT_8
+        width = thrift.Struct()
+        width.set(1, 8, thrift.BYTE)
+        width.set(2, True, thrift.BOOL_TRUE)
+        logical = thrift.Struct()
+        logical.set(10, width, thrift.STRUCT)
+        element.set(footer.SE_LOGICAL, logical, thrift.STRUCT)
+
+    data = _with_footer(_two_groups(pa.table({"x": pa.array([1000, 5, 300, -129], pa.int32())})), annotate)
+
+    choice = plan.choose(open_file(data), "auto")
+
+    assert choice.mode == "exact"
+    assert "'x' holds INT_8 values in INT32" in choice.reason
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    ({"write_page_index": True}, "has a page index"),
+    ({"sorting_columns": [pq.SortingColumn(0)]}, "sorting columns"),
+])
+def test_what_pyarrow_would_not_write_back_keeps_the_pages(edit: dict[str, object], reason: str) -> None:
+    data = _two_groups(pa.table({"x": pa.array(range(100), pa.int64())}), **edit)
+
+    choice = plan.choose(open_file(data), "auto", footer=footer.footer_from_bytes(data, "x").meta)
+
+    assert choice.mode == "exact"
+    assert reason in choice.reason
+
+
+def test_column_key_values_keep_the_pages() -> None:
+    data = _two_groups(pa.table({"x": pa.array(range(100), pa.int64())}))
+
+    def tag(tree: thrift.Struct) -> None:
+        entry = thrift.Struct()
+        entry.set(footer.KV_KEY, b"origin", thrift.BINARY)
+        for group in tree.get_structs(footer.FMD_ROW_GROUPS):
+            for chunk in group.get_structs(footer.RG_COLUMNS):
+                meta = chunk.get_struct(footer.CC_META)
+                assert meta is not None
+                meta.set(footer.CM_KEY_VALUES, thrift.ThriftList(thrift.STRUCT, [entry]), thrift.LIST)
+
+    data = _with_footer(data, tag)
+
+    choice = plan.choose(open_file(data), "auto", footer=footer.footer_from_bytes(data, "x").meta)
+
+    assert choice == plan.Choice("exact", "exact: column 'x' carries key-value metadata of its own")

@@ -13,6 +13,7 @@ import decimal
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pytest
 
 from shared import reencode as engine
 from shared.errors import NotParquetError, OptionError, PartMismatchError, UnsupportedError, VerificationError
-from shared.parquet import footer
+from shared.parquet import footer, thrift
 from shared.pipeline import recompress_bytes
 from shared.reencode import DEFAULT_LEVEL
 from shared.report import Report
@@ -574,3 +575,62 @@ def test_footer_key_values_are_exactly_the_inputs_in_order() -> None:
     key_values = footer.footer_from_bytes(sink.getvalue(), "out").meta.key_value_metadata
     assert key_values == footer.footer_from_bytes(data, "in").meta.key_value_metadata
     assert pq.read_schema(pa.BufferReader(sink.getvalue())).metadata == pq.read_schema(pa.BufferReader(data)).metadata
+
+
+# --------------------------------------------------------------------------- the footer as the input's writer left it
+
+
+def _edited(data: bytes, edit: Callable[[thrift.Struct], None]) -> bytes:
+    parsed = footer.footer_from_bytes(data, "x")
+    edit(parsed.tree)
+    raw = thrift.dumps(parsed.tree)
+    return data[:parsed.start] + raw + len(raw).to_bytes(4, "little") + b"PAR1"
+
+
+def test_key_values_that_are_not_utf8_text_come_through_byte_for_byte() -> None:
+    def odd_pairs(tree: thrift.Struct) -> None:
+        raw = thrift.Struct()
+        raw.set(footer.KV_KEY, b"blob", thrift.BINARY)
+        raw.set(footer.KV_VALUE, b"\xff\xfe raw \x80 bytes", thrift.BINARY)
+        number = thrift.Struct()  # old fastparquet stored integers
+        number.set(footer.KV_KEY, b"n", thrift.BINARY)
+        number.set(footer.KV_VALUE, 42, thrift.I32)
+        tree.set(footer.FMD_KEY_VALUES, thrift.ThriftList(thrift.STRUCT, [raw, number]), thrift.LIST)
+
+    data = _edited(parquet_bytes(sample_table(100), row_group_size=50, store_schema=False), odd_pairs)
+
+    output, _ = recompressed(data)
+
+    def pairs(blob: bytes) -> list[bytes]:
+        return [thrift.dumps(entry) for entry in footer.footer_from_bytes(blob, "x").tree.get_structs(
+            footer.FMD_KEY_VALUES)]
+
+    assert pairs(output) == pairs(data)
+
+
+def test_list_and_map_groups_keep_their_names_in_the_schema_and_in_every_chunk_path() -> None:
+    table = pa.table({"a": pa.array([[1, 2], None, [3]] * 10, pa.list_(pa.int32())),
+                      "m": pa.array([[("k", 1)], None, []] * 10, pa.map_(pa.string(), pa.int32()))})
+
+    def rename(tree: thrift.Struct) -> None:  # names other writers use for the repeated groups
+        names = {b"list": b"bag", b"key_value": b"map"}
+        for element in tree.get_structs(footer.FMD_SCHEMA):
+            name = element.get_binary(footer.SE_NAME) or b""
+            element.set(footer.SE_NAME, names.get(name, name))
+        for group in tree.get_structs(footer.FMD_ROW_GROUPS):
+            for chunk in group.get_structs(footer.RG_COLUMNS):
+                path = footer.ColumnChunk(chunk).meta_data
+                assert path is not None
+                found = path.tree.get_list(footer.CM_PATH)
+                assert found is not None
+                found.items = [names.get(bytes(part), part) for part in found.items if isinstance(part, bytes)]
+
+    data = _edited(parquet_bytes(table, row_group_size=10, store_schema=False), rename)
+
+    output, _ = recompressed(data)
+
+    meta = footer.footer_from_bytes(output, "x").meta
+    paths = [".".join(chunk.meta_data.path_in_schema) for chunk in meta.row_groups[0].columns if chunk.meta_data]
+    assert paths == ["a.bag.element", "m.map.key", "m.map.value"]
+    assert [".".join(leaf.path) for leaf in footer.leaves(meta.schema)[0]] == paths
+    assert_same_data(data, output)
