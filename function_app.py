@@ -7,7 +7,6 @@ into a pipeline call and the result (or error) into what the caller expects.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -28,10 +27,10 @@ from shared.errors import (
     UnsupportedError,
 )
 from shared.reencode import release_memory_promptly
+from shared.report import log
 from shared.settings import MODES, PROOFS, STORAGE_CONNECTION, Settings, parse_choice, parse_columns, parse_level
 from shared.storage import PARQUET_CONTENT_TYPE, check_storage, quiet_sdk_logging
-
-log = logging.getLogger("recompress")
+from shared.transform import load_transform
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -71,6 +70,7 @@ def _recompress_body(req: func.HttpRequest) -> func.HttpResponse:
     body = req.get_body()
     if len(body) > settings.max_body_size:
         return _too_large(len(body), settings.max_body_size)
+    _known_params(req)
     settings = settings.with_overrides(
         zstd_level=_query(req, "level", parse_level), columns=_query(req, "columns", parse_columns),
         mode=_query(req, "mode", parse_choice(MODES)), verify=_query(req, "verify", parse_choice(PROOFS)),
@@ -102,8 +102,8 @@ def process_http(req: func.HttpRequest) -> func.HttpResponse:
 def _process_named(req: func.HttpRequest) -> func.HttpResponse:
     try:
         payload = req.get_json()
-    except ValueError:
-        raise InputError("request body", 'must be JSON like {"blob": "<name in the input container>"}') from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays or objects nested thousands deep
+        raise InputError("request body", 'must be JSON like {"blob": "<name in the input container>"}') from exc
     name = payload.get("blob") if isinstance(payload, dict) else None
     if not isinstance(name, str) or not name.strip():
         raise InputError("request body", 'needs "blob": the name of a blob in the input container')
@@ -118,6 +118,8 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
     try:
         settings = _settings()
         check_storage(settings)
+        if settings.transform:
+            load_transform(settings.transform)  # a run would fail on it; say so here
     except RecompressError as exc:
         return _json(503, {"status": "unavailable", "reason": str(exc)})
     return _json(200, {"status": "ok", "input": settings.input_container, "output": settings.output_container})
@@ -169,6 +171,17 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
+#: The query parameters /api/recompress understands; anything else is a typo the caller should hear about.
+QUERY_PARAMS = ("level", "columns", "mode", "verify")
+
+
+def _known_params(req: func.HttpRequest) -> None:
+    unknown = sorted(set(req.params) - set(QUERY_PARAMS))
+    if unknown:
+        raise InputError("query", f"unknown parameter {', '.join(map(repr, unknown))}; "
+                                  f"accepted: {', '.join(QUERY_PARAMS)}")
+
+
 def _query(req: func.HttpRequest, key: str, parse: Callable[[str, str], Any]) -> Any:
     raw = req.params.get(key)
     if raw is None:
@@ -176,7 +189,7 @@ def _query(req: func.HttpRequest, key: str, parse: Callable[[str, str], Any]) ->
     try:
         return parse(raw, f"query parameter {key!r}")
     except ConfigError as exc:  # a bad query value is the caller's mistake, not the app's
-        raise InputError(exc.subject, exc.problem) from None
+        raise InputError(exc.subject, exc.problem) from exc
 
 
 def _too_large(size: int, limit: int) -> func.HttpResponse:

@@ -155,11 +155,11 @@ class _Process:
 
 
 def ensure_containers(settings: Settings) -> None:
-    """Create the input and output containers if missing: a local run's bootstrap, never the app's job."""
+    """Create the input, output and quarantine containers if missing: a local run's bootstrap, not the app's job."""
     from shared.storage import context
 
     storage = context(settings)
-    for name in (settings.input_container, settings.output_container):
+    for name in (settings.input_container, settings.output_container, settings.quarantine_container):
         container = storage.service.get_container_client(name)
         if not storage.call(name, container.exists):
             storage.call(name, container.create_container)

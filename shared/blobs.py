@@ -11,22 +11,27 @@ transform raises, so the host retries and its poison queue keeps the blob.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.storage.blob import BlobClient
 
 from shared import pipeline
-from shared.errors import QUARANTINABLE, ConflictError, InputError, NotFoundError, StorageError
+from shared.errors import (
+    QUARANTINABLE,
+    ConflictError,
+    InputError,
+    MissingContainerError,
+    NotFoundError,
+    StorageError,
+)
 from shared.pipeline import Progress
 from shared.quarantine import quarantine
-from shared.report import Report, records_version
+from shared.report import Report, log, records_version
 from shared.settings import Settings
 from shared.storage import BlockBlobSink, StorageContext, context, label, open_blob
-
-log = logging.getLogger("recompress")
 
 MAX_NAME = 1024
 
@@ -35,29 +40,41 @@ class Superseded(StorageError):
     """The input changed after it was read; its new version is processed by its own run."""
 
 
-def process_blob(source: BlobClient, settings: Settings) -> Report:
+def process_blob(source: BlobClient, settings: Settings, *, missing_ok: bool = True) -> Report:
     """Recompress ``input/<name>`` into ``output/<name>``: what the blob trigger does.
 
     Safe to run any number of times, at once or in turn, for the same blob.
     The trigger's client is re-addressed through the process's own storage
     context, so our retry policy and timeouts apply to every request (the
-    trigger's carries the SDK defaults, with a 15 s initial backoff).
+    trigger's carries the SDK defaults, with a 15 s initial backoff). A blob
+    deleted before its run ends as ``gone`` (an event may outlive its blob),
+    unless ``missing_ok`` is false, when NotFoundError says so.
     """
     storage = context(settings)
+    unaddressable = _unaddressable(source.blob_name)
+    if unaddressable is not None:
+        return _report(label(source), f"{settings.output_container}/{source.blob_name}", "unprocessable",
+                       settings, error=unaddressable, warn=True)
     source = storage.blob(source.container_name, source.blob_name)
     with pipeline.file_slot(settings):
-        return _process(source, settings, storage)
+        return _process(source, settings, storage, missing_ok)
 
 
 def process_named_blob(name: str, settings: Settings) -> Report:
-    """The same as the trigger, for a blob named in an HTTP request."""
-    return process_blob(context(settings).blob(settings.input_container, check_blob_name(name)), settings)
+    """The same as the trigger, for a blob named in an HTTP request (a missing blob is the caller's 404)."""
+    return process_blob(context(settings).blob(settings.input_container, check_blob_name(name)), settings,
+                        missing_ok=False)
 
 
-def _process(source: BlobClient, settings: Settings, storage: StorageContext) -> Report:
+def _process(source: BlobClient, settings: Settings, storage: StorageContext, missing_ok: bool) -> Report:
     subject = label(source)
     target = storage.blob(settings.output_container, source.blob_name)
-    props = storage.call(subject, source.get_blob_properties)
+    try:
+        props = storage.call(subject, source.get_blob_properties)
+    except NotFoundError:
+        if not missing_ok:
+            raise
+        return _report(subject, label(target), "gone", settings, detail="deleted before it could be processed")
     etag = str(props.etag)
     existing = storage.properties_or_none(target)
     if records_version(existing, etag):
@@ -68,7 +85,7 @@ def _process(source: BlobClient, settings: Settings, storage: StorageContext) ->
         report = blob_to_blob(source, target, settings, replaces=existing.etag if existing else None, props=props,
                               precommit=lambda: _still_current(storage, source, etag))
     except QUARANTINABLE as exc:
-        return quarantine(source, props, exc, settings, storage)
+        return _retire_output(storage, target, existing, quarantine(source, props, exc, settings, storage))
     except Superseded as exc:
         return _not_written(subject, target, props, None, settings, "superseded", exc.problem)
     except ConflictError:
@@ -76,8 +93,55 @@ def _process(source: BlobClient, settings: Settings, storage: StorageContext) ->
         if lost is None:
             raise
         return lost
+    clear_quarantine(storage, settings, source.blob_name)
     if settings.delete_source:
         delete_source(storage, source, etag)
+    return report
+
+
+def _unaddressable(name: str) -> str | None:
+    """Why the SDK cannot address a blob of this name (raw REST can create it), or None."""
+    if any(part in (".", "..") for part in name.split("/")):
+        return (f"blob name {name!r} has '.' or '..' segments, which storage clients cannot address; "
+                "rename the blob to process it")
+    return None
+
+
+def _retire_output(storage: StorageContext, target: BlobClient, existing: Any, report: Report) -> Report:
+    """The input's current version was quarantined: an output of an older version must not pass for current."""
+    if existing is None:
+        return report
+    try:
+        storage.call(label(target), lambda: target.delete_blob(etag=existing.etag,
+                                                               match_condition=MatchConditions.IfNotModified))
+    except (ConflictError, NotFoundError):  # replaced or removed meanwhile: not ours to judge
+        return report
+    log.warning("%s: removed, it was made from an older version of %s", label(target), report.source)
+    return replace(report, detail=f"removed {label(target)}, made from an older version")
+
+
+def clear_quarantine(storage: StorageContext, settings: Settings, name: str) -> None:
+    """A good version was published: an older version's quarantine copy no longer describes this input."""
+    copy = storage.blob(settings.quarantine_container, name)
+    try:
+        found = storage.properties_or_none(copy)
+    except MissingContainerError:  # nothing was ever quarantined here
+        return
+    if found is None:
+        return
+    try:
+        storage.call(label(copy), lambda: copy.delete_blob(etag=found.etag,
+                                                           match_condition=MatchConditions.IfNotModified))
+    except (ConflictError, NotFoundError):
+        return
+    log.info("%s: removed, a newer version of the input was published", label(copy))
+
+
+def _report(subject: str, output: str, status: str, settings: Settings, *, error: str | None = None,
+            detail: str | None = None, warn: bool = False) -> Report:
+    report = Report(subject, output, 0, 0, 0, 0, settings.zstd_level or 0, status=status, error=error,
+                    detail=detail)
+    (log.warning if warn else log.info)(report.line())
     return report
 
 
@@ -106,7 +170,7 @@ def _not_written(subject: str, target: BlobClient, props: Any, existing: Any, se
     meta = (existing.metadata or {}) if existing is not None else {}
     report = Report(subject, label(target), int(meta.get("recompress_rows", 0)), int(props.size),
                     int(existing.size) if existing is not None else 0, 0,
-                    int(meta.get("recompress_level", settings.zstd_level or 0)), status=status, error=why,
+                    int(meta.get("recompress_level", settings.zstd_level or 0)), status=status, detail=why,
                     mode=meta.get("recompress_mode"))
     log.info(report.line())
     return report

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pyarrow as pa
 
 from shared import pipeline
-from shared.errors import InputError, NotFoundError, RecompressError, StorageError, VerificationError
+from shared.errors import (
+    InputError,
+    MissingContainerError,
+    NotFoundError,
+    RecompressError,
+    StorageError,
+    VerificationError,
+)
 from shared.pipeline import Progress
 from shared.reencode import release_memory_promptly
 from shared.report import Report
@@ -36,10 +45,13 @@ from shared.settings import (
     markdown_table,
     parse_columns,
     parse_level,
+    whole_number,
 )
 from shared.sinks import LocalFileSink, Sink
 
 if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
+
     from shared.storage import StorageContext
 
 EXIT_BAD_INPUT = 2
@@ -127,7 +139,7 @@ def _level(raw: str) -> int:
 
 def _rows(raw: str) -> int:
     try:
-        value = int(raw)
+        value = whole_number(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {raw!r}") from None
     if value < 1:
@@ -149,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     release_memory_promptly()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         settings = Settings.from_env().with_overrides(
             zstd_level=args.level, columns=args.columns, row_group_size=args.row_group_size, mode=args.mode,
@@ -163,8 +176,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no output written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated; no output written", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(json.dumps(report.as_dict()) if args.json else report.line())
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so every sink aborts and no partial file stays behind."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def exit_code(exc: BaseException) -> int:
@@ -197,10 +228,14 @@ def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progr
     storage = _storage(settings)
     source = storage.blob(src.container or "", src.blob or "")
     if dst.is_blob:
-        return blob_to_blob(source, storage.blob(dst.container or "", dst.blob or ""), settings, progress)
-    opened = open_blob(source, settings)
-    return pipeline.run(opened.file, src.text, opened.size, opened.etag, _local_sink(dst), settings,
-                        dst.text, progress)
+        return blob_to_blob(source, _blob_dst(storage, dst), settings, progress)
+    sink = _local_sink(dst)  # before the download: a bad DST fails first
+    try:
+        opened = open_blob(source, settings)
+    except BaseException:
+        sink.abort()
+        raise
+    return pipeline.run(opened.file, src.text, opened.size, opened.etag, sink, settings, dst.text, progress)
 
 
 def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress | None) -> Report:
@@ -212,11 +247,28 @@ def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress
     if dst.is_blob:
         from shared.storage import BlockBlobSink
 
-        target = _storage(settings).blob(dst.container or "", dst.blob or "")
+        target = _blob_dst(_storage(settings), dst)
         sink: Sink = BlockBlobSink(target, settings, replaces="*")  # like cp: DST may exist
     else:
         sink = _local_sink(dst)
     return pipeline.run(source, str(path), size, None, sink, settings, dst.text, progress)
+
+
+def _blob_dst(storage: StorageContext, dst: Location) -> BlobClient:
+    """The destination blob, once its container is known to exist: checked before any work is done.
+
+    When DST could also have been a local path, the error says which reading
+    was taken and how to ask for the other.
+    """
+    container = storage.service.get_container_client(dst.container or "")
+    try:
+        storage.call(f"container {dst.container!r}", container.get_container_properties)
+    except (MissingContainerError, NotFoundError) as exc:
+        hint = "" if dst.text.startswith(BLOB_SCHEME) else (
+            f"; it was read as container {dst.container!r} because no local folder {dst.container!r} exists: "
+            f"for a local file create the folder or write ./{dst.text}")
+        raise InputError(dst.text, f"container {dst.container!r} does not exist{hint}") from exc
+    return storage.blob(dst.container or "", dst.blob or "")
 
 
 def _storage(settings: Settings) -> StorageContext:

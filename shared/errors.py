@@ -76,6 +76,10 @@ class CredentialError(ConfigError):
     """No configured credential could authenticate to storage."""
 
 
+class MissingContainerError(ConfigError):
+    """A container the settings name does not exist: the operator must create it or change the setting."""
+
+
 class TransformError(RecompressError):
     """The operator's transform hook raised: their code must change, the input is not to blame."""
 

@@ -10,7 +10,6 @@ bodies start fast.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,16 +21,14 @@ from urllib.parse import quote
 import pyarrow as pa
 
 from shared import exact, plan, reencode
-from shared.errors import LimitError, PartMismatchError
+from shared.errors import LimitError, NotParquetError, PartMismatchError
 from shared.limits import check_footer
 from shared.parquet import footer as ft
 from shared.proof import Outcome
-from shared.report import CODEC, SOURCE_ETAG_KEY, Report
+from shared.report import CODEC, SOURCE_ETAG_KEY, Report, header_value, log
 from shared.settings import Settings
 from shared.sinks import BufferSink, Counted, Sink
 from shared.transform import load_transform
-
-log = logging.getLogger("recompress")
 
 
 class Progress(Protocol):
@@ -79,7 +76,7 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
     """Choose the mode from the footer, then run it; under auto a failed re-encode proof falls back to exact."""
     transform = load_transform(settings.transform) if settings.transform else None  # a bad one fails early
     source = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview) else source
-    footer = ft.read_footer(source, name).meta  # the app's own parse: safe on crafted footers, keeps every field
+    footer = _footer(source, name)
     parquet = reencode.open_parquet(source, name)
     check_footer(parquet, settings.limits, name)  # before the plan builds anything from the schema
     choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
@@ -103,15 +100,19 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
         return _exact(source, name, sink, settings, fallback, None)
 
 
+def _footer(source: Any, name: str) -> ft.FileMeta:
+    """The app's own parse of the footer, first: safe on crafted footers, and it keeps every field."""
+    try:
+        return ft.read_footer(source, name).meta
+    except NotParquetError as exc:
+        raise NotParquetError(name, f"not a readable Parquet file ({exc.problem})") from exc
+
+
 def _exact(source: Any, name: str, sink: Counted, settings: Settings, choice: plan.Choice,
            advance: Callable[[int], None] | None) -> _Ran:
     level = settings.zstd_level or exact.DEFAULT_LEVEL
     options = exact.ExactOptions(level=level, verify=settings.verify, limits=settings.limits)  # type: ignore[arg-type]
     return _Ran(exact.recompress(source, sink, options, name=name, progress=advance), choice, level)
-
-
-#: Blob metadata travels as HTTP headers: printable ASCII stays readable, anything else is %-escaped.
-_PRINTABLE = "".join(chr(code) for code in range(32, 127) if chr(code) != "%")
 
 
 def output_metadata(source: str, etag: str | None, size: int, ran: _Ran) -> dict[str, str]:
@@ -124,7 +125,7 @@ def output_metadata(source: str, etag: str | None, size: int, ran: _Ran) -> dict
         "recompress_codec": CODEC,
         "recompress_level": str(ran.level),
         "recompress_mode": ran.outcome.mode,
-        "recompress_mode_reason": quote(ran.choice.reason, safe=_PRINTABLE),
+        "recompress_mode_reason": header_value(ran.choice.reason),
         "recompress_proof": ran.outcome.proof,
     }
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import quote
 
 CODEC = "zstd"
 #: Output (and quarantine copy) metadata naming the input version it came from: the idempotency key.
@@ -28,9 +30,13 @@ class Report:
     level: int
     codec: str = CODEC
     #: written; skipped (this input version was already published); superseded (the input
-    #: changed while it was read, so the newer version's own run publishes); quarantined.
+    #: changed while it was read, so the newer version's own run publishes); gone (the blob
+    #: was deleted before its run); unprocessable (its name cannot be addressed); quarantined.
     status: str = "written"
+    #: What failed, for quarantined and unprocessable runs only.
     error: str | None = None
+    #: Why nothing was written, or what else was done (a stale output removed), for runs that did not fail.
+    detail: str | None = None
     #: exact (pages recompressed) or reencode (decoded and encoded again), and why under auto.
     mode: str | None = None
     mode_reason: str | None = None
@@ -46,10 +52,14 @@ class Report:
         return {**asdict(self), "ratio": self.ratio}
 
     def line(self) -> str:
-        if self.status == "quarantined":
-            return f"{self.source}: quarantined: {self.error}"
+        """One log line; names and messages are user input, so control characters are escaped."""
+        return printable(self._line())
+
+    def _line(self) -> str:
+        if self.error is not None:
+            return f"{self.source}: {self.status}: {self.error}" + (f" ({self.detail})" if self.detail else "")
         if self.status != "written":
-            return f"{self.source}: {self.status} ({self.error or 'nothing to do'})"
+            return f"{self.source}: {self.status} ({self.detail or 'nothing to do'})"
         how = f", {self.mode}" if self.mode else ""
         if self.mode_reason:
             how += f" ({self.mode_reason})"
@@ -57,6 +67,20 @@ class Report:
             how += f", {self.proof} proof"
         return (f"{self.source}: {self.rows} rows, {human_bytes(self.bytes_in)} → {human_bytes(self.bytes_out)} "
                 f"({change(self.bytes_in, self.bytes_out)}){how}, {self.ms} ms")
+
+
+#: Blob metadata travels as HTTP headers: printable ASCII stays readable, anything else is %-escaped.
+_PRINTABLE = "".join(chr(code) for code in range(32, 127) if chr(code) != "%")
+
+
+def header_value(text: str) -> str:
+    """``text`` as a blob metadata value: printable ASCII as it is, anything else %-escaped (``unquote`` reads it)."""
+    return quote(text, safe=_PRINTABLE)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so a blob name cannot forge or break a log line."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode() for ch in text)
 
 
 def human_bytes(count: int) -> str:
@@ -75,3 +99,19 @@ def change(before: int, after: int) -> str:
         return "±0 %"
     percent = round((after - before) * 100 / before)
     return f"−{-percent} %" if percent < 0 else f"+{percent} %"
+
+
+class _Printable(logging.Filter):
+    """Escapes control characters in every line the app logs: blob names and Arrow's messages are input."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = printable(message)
+        if escaped != message:
+            record.msg, record.args = escaped, ()
+        return True
+
+
+#: The app's logger; its lines never carry a raw newline, whatever a blob is called.
+log = logging.getLogger("recompress")
+log.addFilter(_Printable())

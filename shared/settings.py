@@ -36,7 +36,7 @@ MODES = ("auto", "exact", "reencode")
 PROOFS = ("full", "pages")
 Mode = Literal["auto", "exact", "reencode"]
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
@@ -51,10 +51,18 @@ Parser = Callable[[str, str], Any]
 # --------------------------------------------------------------------------- parsers (raw text, subject) -> value
 
 
+def whole_number(raw: str) -> int:
+    """``int()`` for ASCII digits only: Python's also takes ``٣`` or ``1_000``, which no operator means."""
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ValueError(f"not a whole number: {raw!r}")
+    return int(text)
+
+
 def parse_level(raw: str, subject: str = "level") -> int:
     """Parse a zstd level the way every entry point (setting, query, CLI) must."""
     try:
-        value = int(raw.strip())
+        value = whole_number(raw)
     except ValueError as exc:
         raise ConfigError(subject, f"must be a whole number from {MIN_LEVEL} to {MAX_LEVEL}, got {raw!r}") from exc
     if not MIN_LEVEL <= value <= MAX_LEVEL:
@@ -115,7 +123,7 @@ def _plain(value: float) -> str:
 
 
 def _integer(low: int, high: int) -> Parser:
-    return _number(int, "a whole number", low, high)
+    return _number(whole_number, "a whole number", low, high)
 
 
 def _seconds(low: float, high: float) -> Parser:

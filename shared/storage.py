@@ -41,7 +41,15 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient, ContentSettings, ExponentialRetry
 
-from shared.errors import ConfigError, ConflictError, CredentialError, NotFoundError, StorageError, first_line
+from shared.errors import (
+    ConfigError,
+    ConflictError,
+    CredentialError,
+    MissingContainerError,
+    NotFoundError,
+    StorageError,
+    first_line,
+)
 from shared.settings import STORAGE_CONNECTION, Connection, Settings
 
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
@@ -143,10 +151,11 @@ def client_options(settings: Settings, *, quick: bool = False) -> dict[str, Any]
 
 
 def check_storage(settings: Settings) -> None:
-    """Raise unless storage answers and the input container exists."""
+    """Raise unless storage answers and every container a run needs exists, naming the first that is missing."""
     probe = context(settings, quick=True)
-    container = probe.service.get_container_client(settings.input_container)
-    probe.call(f"container {settings.input_container!r}", container.get_container_properties)
+    for name in (settings.input_container, settings.output_container, settings.quarantine_container):
+        container = probe.service.get_container_client(name)
+        probe.call(name, container.get_container_properties)
 
 
 def service_client(settings: Settings) -> BlobServiceClient:
@@ -226,6 +235,10 @@ def storage_errors(subject: str, hint: str = "the configured credential") -> Ite
     try:
         yield
     except ResourceNotFoundError as exc:
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            container = subject.split("/", 1)[0]
+            raise MissingContainerError(f"container {container!r}", "does not exist; create it, or point the "
+                                        "RECOMPRESS_*_CONTAINER setting at one that does", **_trace(exc)) from exc
         raise NotFoundError(subject, "does not exist", **_trace(exc)) from exc
     except (ResourceExistsError, ResourceModifiedError) as exc:
         raise ConflictError(subject, "was changed by another writer meanwhile; not overwritten", **_trace(exc)) from exc

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, first_line
 
 #: What the engine calls: one Arrow batch in, Arrow data out.
 BatchTransform = Callable[[pa.RecordBatch], pa.RecordBatch | pa.Table]
@@ -30,8 +30,8 @@ def load_transform(spec: str, subject: str = "RECOMPRESS_TRANSFORM") -> BatchTra
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # a syntax error or a raise at import time is as fatal as a missing module
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ConfigError(subject, f"cannot import module {module_name!r}: {type(exc).__name__}: {first}") from None
+        raise ConfigError(subject, f"cannot import module {module_name!r}: {type(exc).__name__}: "
+                                   f"{first_line(exc)}") from exc
     target: Any = module
     for part in attr.split("."):
         target = getattr(target, part, None)

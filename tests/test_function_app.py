@@ -8,9 +8,11 @@ HTTP requests to it.
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 import function_app
 from devhost.azurite import free_port
@@ -72,12 +74,13 @@ def test_a_file_that_is_not_parquet_is_quarantined_with_a_report_and_no_output(h
     assert "Traceback" not in host.log.read_text()
     assert "quarantined" in line
     assert host.output_blob("broken.parquet") is None
-    copy = host.quarantine.get_blob_client("broken.parquet").download_blob().readall()
+    aside = host.quarantine.get_blob_client("broken.parquet")
+    copy = aside.download_blob().readall()
     assert copy == b"id,name\n1,a\n"
-    report = json.loads(host.quarantine.get_blob_client("broken.parquet.error.json").download_blob().readall())
-    assert report["kind"] == "NotParquetError"
-    assert report["source_size"] == len(copy)
-    assert "not a readable Parquet file" in report["error"]
+    report = aside.get_blob_properties().metadata
+    assert report["recompress_error_kind"] == "NotParquetError"
+    assert report["recompress_source_size"] == str(len(copy))
+    assert "not a readable Parquet file" in unquote(report["recompress_error"])
 
 
 # --------------------------------------------------------------------------- HTTP routes
@@ -120,8 +123,12 @@ def test_recompress_route_refuses_a_body_over_the_limit_with_413(host: RunningHo
         ("?level=0", None, 400, "level"),
         ("?level=high", None, 400, "level"),
         ("?columns=nope", None, 400, "has no column 'nope'"),
+        ("?level=%D9%A3", None, 400, "level"),
+        ("?mode=bogus", None, 400, "must be one of auto, exact, reencode"),
+        ("?bogus=1", None, 400, "unknown parameter 'bogus'; accepted: level, columns, mode, verify"),
     ],
-    ids=["garbage", "empty", "level-zero", "level-word", "unknown-column"],
+    ids=["garbage", "empty", "level-zero", "level-word", "unknown-column", "level-arabic-digit", "mode-bogus",
+         "unknown-parameter"],
 )
 def test_recompress_route_answers_bad_requests_with_a_json_error(
     host: RunningHost, query: str, body: bytes | None, status: int, message: str
@@ -158,8 +165,10 @@ def test_process_route_processes_an_existing_blob_and_reports(host: RunningHost)
         (b"not json", 400, "must be JSON"),
         (b'{"name": "x"}', 400, '"blob"'),
         (b'{"blob": ""}', 400, '"blob"'),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "must be JSON"),
+        (b'{"a":' * 20_000 + b"1" + b"}" * 20_000, 400, "must be JSON"),
     ],
-    ids=["missing-blob", "not-json", "no-blob-key", "empty-name"],
+    ids=["missing-blob", "not-json", "no-blob-key", "empty-name", "arrays-100000-deep", "objects-20000-deep"],
 )
 def test_process_route_answers_bad_requests_with_a_json_error(
     host: RunningHost, body: bytes, status: int, message: str
@@ -195,6 +204,25 @@ def test_health_function_says_503_with_a_reason_when_storage_is_down(monkeypatch
     payload = json.loads(response.get_body())
     assert "unreachable" in payload["reason"]
     assert "c2VjcmV0" not in response.get_body().decode()
+
+
+@pytest.mark.parametrize(("setting", "value", "reason"), [
+    ("RECOMPRESS_OUTPUT_CONTAINER", "no-such-output", "container 'no-such-output': does not exist"),
+    ("RECOMPRESS_QUARANTINE_CONTAINER", "no-such-quarantine", "container 'no-such-quarantine': does not exist"),
+    ("RECOMPRESS_TRANSFORM", "no_such_module:fix", "cannot import module 'no_such_module'"),
+])
+def test_health_names_what_a_run_would_miss(storage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                           service: BlobServiceClient, setting: str, value: str, reason: str) -> None:
+    service.get_container_client(f"q-{storage_env['RECOMPRESS_OUTPUT_CONTAINER']}").create_container()
+    for key, known in {**storage_env, "RECOMPRESS_QUARANTINE_CONTAINER":
+                       f"q-{storage_env['RECOMPRESS_OUTPUT_CONTAINER']}", setting: value}.items():
+        monkeypatch.setenv(key, known)
+    import azure.functions as func
+
+    response = function_app.health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+
+    assert response.status_code == 503
+    assert reason in json.loads(response.get_body())["reason"]
 
 
 def _rows(data: bytes) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +32,12 @@ from tests.helpers import (
     app_free_env,
     assert_same_data,
     codec_of,
+    noisy_table,
     parquet_bytes,
     partial_files,
     run_cli_process,
     sample_table,
+    wait_for,
 )
 
 ROWS = SRC_ROWS
@@ -377,3 +380,24 @@ def test_a_local_run_loads_neither_pandas_nor_the_azure_sdk(tmp_path: Path) -> N
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sigterm_leaves_no_partial_file_behind(tmp_path: Path) -> None:
+    src, dst = tmp_path / "big.parquet", tmp_path / "out" / "big.parquet"
+    dst.parent.mkdir()
+    src.write_bytes(parquet_bytes(noisy_table(3_000_000), row_group_size=100_000))
+    process = subprocess.Popen([sys.executable, "-m", "shared", "recompress", str(src), str(dst), "--mode", "reencode"],
+                               cwd=ROOT, env=app_free_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: True if partial_files(dst.parent) or process.poll() is not None else None,
+                 "the run to start writing")
+        assert process.poll() is None, "the run ended before it could be terminated; give it a bigger file"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated; no output written"
+    assert partial_files(dst.parent) == []
+    assert not dst.exists()

@@ -116,3 +116,17 @@ def test_unreachable_storage_exits_1_in_one_line_without_the_key(tmp_path: Path)
     assert result.err.count("\n") == 1
     assert "unreachable" in result.err
     assert "c2VjcmV0" not in result.err + result.out
+
+
+def test_a_dst_that_names_a_missing_container_fails_before_any_work_and_says_how_it_was_read(
+    storage_env: dict[str, str], tmp_path: Path,
+) -> None:
+    src = tmp_path / "in.parquet"
+    src.write_bytes(parquet_bytes(sample_table(100)))
+
+    result = run_cli(storage_env, str(src), "nodir/out.parquet", cwd=tmp_path)
+
+    assert result.code == 2
+    assert result.err_lines == [
+        "error: nodir/out.parquet: container 'nodir' does not exist; it was read as container 'nodir' because "
+        "no local folder 'nodir' exists: for a local file create the folder or write ./nodir/out.parquet"]

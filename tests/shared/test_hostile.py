@@ -2,7 +2,7 @@
 
 Every bad input of the corpus (``tests/damaged.py``) goes through the blob
 pipeline against a real Azurite (it must be quarantined: an exact copy plus
-``<name>.error.json``, nothing in the output container, and a second run
+the error report in its metadata, nothing in the output container, and a second run
 duplicates nothing) and through the command line, in-process via
 ``shared.cli.main`` (the ``run_cli`` fixture; exit status 2, one line on stderr naming the file and the
 problem, no traceback, no DST). A few cases also run the command as a real
@@ -18,12 +18,12 @@ instead of taking this process down.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import uuid
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -60,7 +60,8 @@ from tests.helpers import (
     run_cli_process,
 )
 
-REPORT_FIELDS = {"source", "error", "kind", "message", "source_etag", "source_size", "quarantined_at", "app_version"}
+REPORT_FIELDS = {f"recompress_{key}" for key in ("error", "error_kind", "source_etag", "source_size", "quarantined_at",
+                                                 "app_version")}
 
 
 def survives(sandbox: Worker, body: bytes) -> int | None:
@@ -107,18 +108,17 @@ def assert_quarantined(report: Report, service: BlobServiceClient, containers: t
     assert report.error is not None
     assert_one_line(report.error, subject, problem)
     assert report.output == f"{quarantine}/{name}"
-    assert blob_names(service, quarantine) == [name, f"{name}.error.json"]
-    aside = service.get_container_client(quarantine)
-    assert download(aside, name) == body
-    error = json.loads(download(aside, f"{name}.error.json"))
+    assert blob_names(service, quarantine) == [name], "the report travels on the copy, so no name can collide"
+    aside = service.get_container_client(quarantine).get_blob_client(name)
+    assert aside.download_blob().readall() == body
+    error = aside.get_blob_properties().metadata
     assert set(error) == REPORT_FIELDS
-    assert error["source"] == subject
-    assert error["kind"] in ((kind,) if isinstance(kind, str) else kind)
-    assert error["message"] == report.error == f"{subject}: {error['error']}"
-    assert error["source_etag"] == str(source.etag).strip('"')
-    assert error["source_size"] == len(body)
-    assert datetime.fromisoformat(error["quarantined_at"]).tzinfo is not None
-    assert error["app_version"] == __version__
+    assert error["recompress_error_kind"] in ((kind,) if isinstance(kind, str) else kind)
+    assert report.error == f"{subject}: {unquote(error['recompress_error'])}"
+    assert error["recompress_source_etag"] == str(source.etag).strip('"')
+    assert error["recompress_source_size"] == str(len(body))
+    assert datetime.fromisoformat(error["recompress_quarantined_at"]).tzinfo is not None
+    assert error["recompress_app_version"] == __version__
     assert list(containers[1].list_blobs()) == []
     assert download(containers[0], name) == body, "the input must stay untouched"
 

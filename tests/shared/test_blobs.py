@@ -181,3 +181,96 @@ def test_a_run_that_loses_the_commit_race_to_a_newer_version_reports_superseded(
         assert_same_data(new, output(containers[1], "race2.parquet"))
     finally:
         proxy.stop()
+
+
+# ------------------------------------------------------------------- the output follows the input's current version
+
+
+def quarantined_settings(settings: Settings) -> Settings:
+    return settings.with_overrides(quarantine_container=f"q-{settings.output_container}")
+
+
+def test_a_quarantined_new_version_retires_the_old_versions_output(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient], service: BlobServiceClient,
+) -> None:
+    settings = quarantined_settings(settings)
+    upload(containers[0], "v.parquet", parquet_bytes(sample_table()))
+    assert blobs.process_blob(containers[0].get_blob_client("v.parquet"), settings).status == "written"
+    upload(containers[0], "v.parquet", b"not parquet at all")
+
+    report = blobs.process_blob(containers[0].get_blob_client("v.parquet"), settings)
+
+    assert report.status == "quarantined"
+    assert report.detail == f"removed {containers[1].container_name}/v.parquet, made from an older version"
+    assert list(containers[1].list_blobs()) == [], "output/ must not serve v1 as if it were current"
+
+
+def test_a_good_new_version_clears_the_old_versions_quarantine_copy(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient], service: BlobServiceClient,
+) -> None:
+    settings = quarantined_settings(settings)
+    upload(containers[0], "v.parquet", b"not parquet at all")
+    assert blobs.process_blob(containers[0].get_blob_client("v.parquet"), settings).status == "quarantined"
+    upload(containers[0], "v.parquet", parquet_bytes(sample_table()))
+
+    report = blobs.process_blob(containers[0].get_blob_client("v.parquet"), settings)
+
+    assert report.status == "written"
+    assert list(service.get_container_client(settings.quarantine_container).list_blobs()) == []
+
+
+def test_inputs_whose_names_would_collide_with_a_report_each_keep_their_own(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient], service: BlobServiceClient,
+) -> None:
+    settings = quarantined_settings(settings)
+    names = ["coll.parquet", "coll.parquet.error.json", "x" * 1016 + ".parquet"]
+    for index, name in enumerate(names):
+        upload(containers[0], name, f"bad input {index}".encode())
+
+    reports = [blobs.process_blob(containers[0].get_blob_client(name), settings) for name in names]
+
+    assert [r.status for r in reports] == ["quarantined"] * 3
+    aside = service.get_container_client(settings.quarantine_container)
+    assert sorted(b.name for b in aside.list_blobs()) == sorted(names)
+    for index, name in enumerate(names):
+        assert output_of(aside, name) == f"bad input {index}".encode()
+
+
+def output_of(container: ContainerClient, name: str) -> bytes:
+    return bytes(container.get_blob_client(name).download_blob().readall())
+
+
+# --------------------------------------------------------------------------- events that cannot be processed
+
+
+def test_an_event_for_a_deleted_blob_ends_as_gone_without_a_retry(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient],
+) -> None:
+    report = blobs.process_blob(containers[0].get_blob_client("deleted.parquet"), settings)
+
+    assert report.status == "gone"
+    assert report.error is None
+    assert report.detail == "deleted before it could be processed"
+
+
+@pytest.mark.parametrize("name", ["a/../b.parquet", "./c.parquet", "d/./e.parquet"])
+def test_a_name_the_sdk_cannot_address_is_reported_by_name_without_a_retry(
+    name: str, settings: Settings, containers: tuple[ContainerClient, ContainerClient],
+) -> None:
+    report = blobs.process_blob(containers[0].get_blob_client(name), settings)
+
+    assert report.status == "unprocessable"
+    assert report.error is not None
+    assert report.error.startswith(f"blob name {name!r} has '.' or '..' segments")
+
+
+def test_a_skipped_run_is_not_an_error(settings: Settings, containers: tuple[ContainerClient, ContainerClient]) -> None:
+    upload(containers[0], "s.parquet", parquet_bytes(sample_table()))
+    blobs.process_blob(containers[0].get_blob_client("s.parquet"), settings)
+
+    again = blobs.process_blob(containers[0].get_blob_client("s.parquet"), settings)
+
+    assert again.status == "skipped"
+    assert again.error is None
+    assert again.detail == "this version was already recompressed"
+    assert "error" not in again.line()
