@@ -106,6 +106,9 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
                progress: Callable[[int], None] | None = None) -> Outcome:
     """Rewrite ``source`` into ``sink`` page by page with zstd, and prove the result before returning."""
     footer = ft.read_footer(source, name)
+    # Copied before anything is looked into: the copy's fields are the input's bytes until the plan reads them,
+    # so a field exact mode never edits costs no parse and is written back byte for byte.
+    output = copy.deepcopy(footer.tree)
     meta = footer.meta
     if meta.is_encrypted:
         raise UnsupportedError(name, "encrypted Parquet is not supported")
@@ -114,9 +117,8 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
     if options.limits is not None:
         _check_limits(meta, len(leaves), depth, options.limits, name)
         deadline = Deadline(options.limits.deadline_seconds, name)
-    output = copy.deepcopy(footer.tree)
     chunks = _plan(ft.FileMeta(output), leaves, footer, name)
-    builder = FileBuilder(sink)
+    builder = FileBuilder(sink, name=name)
     run = _Run(source, builder, options, name, footer, leaves)
     rows_read = 0
     with ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="exact") as pool:
@@ -231,7 +233,7 @@ class _Run:
             if bloom is not None:
                 blooms.append((chunk.meta.tree, bloom))
             self._count(chunk, result, group.num_rows)
-            if self.options.verify == "full":
+            if self.options.verify == "full" and group.num_rows > 0:  # nothing to decode in a 0-row group
                 if pending and pending[0][0].leaf.top_level != chunk.leaf.top_level:
                     self._decode(group, pending)
                     pending = []
@@ -250,10 +252,14 @@ class _Run:
     def _rewritten(self, pool: ThreadPoolExecutor, chunks: list[_Chunk]) -> Iterator[tuple[_Chunk, _Rewritten]]:
         """Chunks rewritten on the pool, yielded in order, with at most ``in_flight`` held at once."""
         queue: deque[tuple[_Chunk, Future[_Rewritten]]] = deque()
+        limit = self.options.limits.max_row_group_bytes if self.options.limits is not None else None
+        declared = 0
         try:
             for chunk in chunks:
                 data = self.read(chunk.start, chunk.length, f"{chunk.where}: the column chunk")
-                queue.append((chunk, pool.submit(_rewrite, data, chunk, self.options.level, self.name)))
+                walked = _walk(data, chunk, self.name)
+                declared += _declared_size(walked, chunk, limit, declared, self.name)
+                queue.append((chunk, pool.submit(_rewrite, walked, chunk, self.options.level, self.name)))
                 if len(queue) >= self.in_flight:
                     done, future = queue.popleft()
                     yield done, future.result()
@@ -352,7 +358,7 @@ class _Run:
             raise DamagedError(self.name, f"{chunk.where}: column chunk declares {chunk.meta.num_values} values "
                                           f"but its data pages hold {result.values} (check: value count)")
         what = f"column '{'.'.join(chunk.leaf.path)}' holds"
-        if chunk.leaf.max_repetition == 0:
+        if chunk.leaf.max_repetition == 0 or declared == 0:  # no row holds no value, however deep the column
             check_group_rows(self.name, chunk.group, declared, result.values, what)
         elif result.v2_rows is not None:
             check_group_rows(self.name, chunk.group, declared, result.v2_rows, what)
@@ -361,7 +367,11 @@ class _Run:
         """The full proof for one top-level column: decode its new chunks with pyarrow and count the rows."""
         first = chunks[0][0]
         label = f"row group {first.group}, column '{first.leaf.path[0]}'"
-        data = _single_column_file(self.footer.tree, group, chunks)
+        try:
+            data = _single_column_file(self.footer.tree, group, chunks)
+        except ThriftError as exc:
+            raise DamagedError(self.name, f"{label}: cannot build the column to decode ({exc}) "
+                                          "(check: decode)") from exc
         rows = 0
         try:
             parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -393,12 +403,36 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int, list[tuple[int
     return spans
 
 
-def _rewrite(data: bytes, chunk: _Chunk, level: int, name: str) -> _Rewritten:
-    """Recompress every page of one chunk (runs on the pool; pyarrow's codecs release the GIL)."""
+def _walk(data: bytes, chunk: _Chunk, name: str) -> list[pages.Page]:
+    """The chunk's pages, their headers parsed and checked, nothing decompressed."""
     try:
-        walked = pages.walk(data)
+        return pages.walk(data)
     except pages.PageError as exc:
         raise DamagedError(name, f"{chunk.where}: {exc}") from exc
+
+
+def _declared_size(walked: list[pages.Page], chunk: _Chunk, limit: int | None, before: int, name: str) -> int:
+    """The bytes a chunk's pages declare they decompress to, refused past the row-group limit before any page is.
+
+    ``before`` is what the row group's earlier chunks declared: the limit holds for the row group as a whole,
+    whatever its footer's ``total_byte_size`` says.
+    """
+    total = 0
+    for page in walked:
+        size = page.uncompressed_size
+        if limit is not None and size > limit:
+            raise LimitError(name, f"{chunk.where}: page {page.index} decompresses to {size} bytes, over the limit "
+                                   f"of {limit} (RECOMPRESS_MAX_ROW_GROUP_BYTES)")
+        total += size
+        if limit is not None and before + total > limit:
+            raise LimitError(name, f"row group {chunk.group} decompresses to more than {before + total} bytes "
+                                   f"(its page headers so far), over the limit of {limit} "
+                                   "(RECOMPRESS_MAX_ROW_GROUP_BYTES)")
+    return total
+
+
+def _rewrite(walked: list[pages.Page], chunk: _Chunk, level: int, name: str) -> _Rewritten:
+    """Recompress every page of one chunk (runs on the pool; pyarrow's codecs release the GIL)."""
     out: list[bytes] = []
     result = _Rewritten(b"", {}, {}, {}, 0, 0, 0)
     position = 0
@@ -418,6 +452,9 @@ def _rewrite(data: bytes, chunk: _Chunk, level: int, name: str) -> _Rewritten:
         except codecs.CodecError as exc:
             raise DamagedError(name, f"{chunk.where}: page {page.index} does not decompress: {exc} "
                                      "(check: decompress)") from exc
+        except ThriftError as exc:  # a header field of the wrong wire type
+            raise DamagedError(name, f"{chunk.where}: page {page.index} header is malformed: {exc} "
+                                     "(check: page header)") from exc
         result.moved[page.offset] = position
         result.kinds[page.offset] = page.type
         result.sizes[page.offset] = len(header) + len(stored)
@@ -457,7 +494,10 @@ def _rewrite_page(page: pages.Page, codec: int, level: int) -> tuple[bytes, byte
         header.set(pages.PH_CRC, pages.crc32(stored))
     if page.type == pages.DATA_PAGE_V2:
         page.set_v2_compressed()
-    return stored, pages.serialize_header(header)
+    try:
+        return stored, pages.serialize_header(header)
+    except ThriftError as exc:  # backstop: the parser refuses what cannot be written back
+        raise pages.PageError(page.index, f"header cannot be written back ({exc})", "page header write") from exc
 
 
 def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]]) -> bytes:
@@ -560,6 +600,8 @@ def _diff(a: thrift.Value, b: thrift.Value, path: tuple[Any, ...]) -> str | None
                 return None
             return _path(path) + " (fields)"
         for left, right in zip(a.fields, b.fields, strict=True):
+            if left.is_raw and right.is_raw and left.encoded() == right.encoded():
+                continue  # never looked into on either side: the same bytes, without parsing them
             problem = _diff(left.value, right.value, (*path, left.id))
             if problem is not None:
                 return problem

@@ -2,9 +2,19 @@
 
 Anyone who can upload can upload anything: a footer declaring a billion
 columns, a schema nested a thousand deep, a row group that inflates from
-kilobytes to gigabytes. Each limit is checked from the footer, before any data
-is decoded, so a bad file costs a footer read; the deadline is checked
-between row groups, so a slow file stops well inside the host's timeout.
+kilobytes to gigabytes. What is checked, and when:
+
+- columns, nesting depth and rows: from the footer (:func:`check_footer`, and
+  exact mode from its own footer parse), before any page is read;
+- row-group bytes (RECOMPRESS_MAX_ROW_GROUP_BYTES): :func:`check_footer` checks
+  only each row group's declared ``total_byte_size``, which a crafted footer
+  can understate. Exact mode also sums the ``uncompressed_page_size`` of every
+  page header of a row group as it walks the chunks, and refuses the file once
+  the sum (or any single page) passes the limit, before that page is
+  decompressed; a codec never inflates a page past its declared size. Re-encode
+  mode relies on the declared total and pyarrow's own checks;
+- time: the deadline is checked between row groups, so a slow file stops well
+  inside the host's timeout.
 """
 
 from __future__ import annotations
@@ -44,8 +54,9 @@ def check_footer(parquet: pq.ParquetFile, limits: Limits, name: str) -> None:
                                "(RECOMPRESS_MAX_ROWS)")
     for index in range(meta.num_row_groups):
         group = meta.row_group(index)
-        # Only the row group's own total: asking a crafted footer for its column chunks can
-        # throw a C++ exception that pyarrow does not turn into a Python one (the process aborts).
+        # Only the row group's declared total (exact mode checks the page headers as well): asking a crafted
+        # footer for its column chunks can throw a C++ exception that pyarrow does not turn into a Python one
+        # (the process aborts).
         declared = group.total_byte_size
         if declared > limits.max_row_group_bytes:
             raise LimitError(name, f"row group {index} decompresses to {declared} bytes, over the limit of "

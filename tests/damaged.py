@@ -238,6 +238,94 @@ def dictionary_indices_past_the_end(row_group: int, at: int, patch: bytes) -> Ca
     return build
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | 0x80 if value else low)
+        if not value:
+            return bytes(out)
+
+
+def _zigzag(value: int) -> bytes:
+    return _varint((value << 1) ^ (value >> 63))
+
+
+def footer_with_extra_field(field: bytes) -> Callable[[], bytes]:
+    """``valid()`` with raw Thrift ``field`` (header and value) added at the end of its FileMetaData."""
+
+    def build() -> bytes:
+        data = valid()
+        start, length = footer_span(data)
+        footer = data[start:start + length]
+        assert footer[-1] == 0, "a struct ends with its stop byte"
+        new = footer[:-1] + field + b"\x00"
+        return data[:start] + new + struct.pack("<I", len(new)) + b"PAR1"
+
+    return build
+
+
+#: An i32 field in long form whose id, 40000, does not fit Thrift's 16-bit field ids (pyarrow skips it).
+LONG_FIELD_ID = bytes([0x05]) + _zigzag(40000) + _zigzag(1)
+#: Field 100, an i32 holding 2**40 (pyarrow skips the unknown field).
+I32_OVERFLOW = bytes([0x05]) + _zigzag(100) + _zigzag(2**40)
+
+
+def one_page_file(page_header: bytes, payload: bytes, rows: int, codec: int, total_byte_size: int) -> bytes:
+    """A one-column (required int64 ``x``), one-row-group, one-page file built by hand around a page header."""
+    from shared.parquet import thrift
+    from shared.parquet.thrift import Struct, ThriftList
+
+    def st(*fields: tuple[int, object, int]) -> Struct:
+        tree = Struct()
+        for field_id, value, type_ in fields:
+            tree.set(field_id, value, type_)  # type: ignore[arg-type]
+        return tree
+
+    meta = st((1, 2, thrift.I32), (2, ThriftList(thrift.I32, [0, 3]), thrift.LIST),
+              (3, ThriftList(thrift.BINARY, [b"x"]), thrift.LIST), (4, codec, thrift.I32), (5, rows, thrift.I64),
+              (6, len(page_header) + rows * 8, thrift.I64), (7, len(page_header) + len(payload), thrift.I64),
+              (9, 4, thrift.I64))
+    group = st((1, ThriftList(thrift.STRUCT, [st((2, 4, thrift.I64), (3, meta, thrift.STRUCT))]), thrift.LIST),
+               (2, total_byte_size, thrift.I64), (3, rows, thrift.I64))
+    schema = ThriftList(thrift.STRUCT, [st((4, b"schema", thrift.BINARY), (5, 1, thrift.I32)),
+                                        st((1, 2, thrift.I32), (3, 0, thrift.I32), (4, b"x", thrift.BINARY))])
+    footer = thrift.dumps(st((1, 1, thrift.I32), (2, schema, thrift.LIST), (3, rows, thrift.I64),
+                             (4, ThriftList(thrift.STRUCT, [group]), thrift.LIST)))
+    return b"PAR1" + page_header + payload + footer + struct.pack("<I", len(footer)) + b"PAR1"
+
+
+def data_page_header(rows: int, uncompressed: int, compressed: int, extra: bytes = b"") -> bytes:
+    """A v1 data page header (PLAIN values, no levels), with raw Thrift ``extra`` fields before its stop byte."""
+    from shared.parquet import thrift
+    from shared.parquet.thrift import Struct
+
+    sub = Struct()
+    for field_id, value in ((1, rows), (2, 0), (3, 3), (4, 3)):
+        sub.set(field_id, value, thrift.I32)
+    header = Struct()
+    for field_id, value in ((1, 0), (2, uncompressed), (3, compressed)):
+        header.set(field_id, value, thrift.I32)
+    header.set(5, sub, thrift.STRUCT)
+    return thrift.dumps(header)[:-1] + extra + b"\x00"
+
+
+def page_header_with_long_field_id() -> bytes:
+    """Ten zero int64s, uncompressed, whose page header carries field id 40000 (pyarrow skips it)."""
+    payload = bytes(80)
+    return one_page_file(data_page_header(10, 80, 80, LONG_FIELD_ID), payload, 10, 0, 80)
+
+
+BOMB_PAGE_BYTES = 4_000_000
+
+
+def understated_bomb() -> bytes:
+    """One zstd page inflating to 4 MB of zeros in a row group whose footer declares 1,000 bytes."""
+    payload = pa.Codec("zstd").compress(bytes(BOMB_PAGE_BYTES), asbytes=True)
+    rows = BOMB_PAGE_BYTES // 8
+    return one_page_file(data_page_header(rows, BOMB_PAGE_BYTES, len(payload)), payload, rows, 6, 1000)
+
+
 # --------------------------------------------------------------------------- the cases
 
 
@@ -294,6 +382,17 @@ CASES: list[Bad] = [
         "DamagedError", DAMAGED),
     Bad("dictionary-indices-past-the-end-crash", dictionary_indices_past_the_end(2, 1, bytes([22, 246, 178])),
         "DamagedError", DAMAGED),
+    # Thrift the writer could not write back: refused on reading, in one line, never a bare ThriftError.
+    Bad("footer-field-id-beyond-16-bits", footer_with_extra_field(LONG_FIELD_ID), "NotParquetError",
+        r"footer is not valid Thrift: field id 40000 at offset \d+ does not fit 16 bits \(check: footer\)"),
+    Bad("footer-i32-holding-2-to-the-40", footer_with_extra_field(I32_OVERFLOW), "NotParquetError",
+        r"footer is not valid Thrift: integer 1099511627776 at offset \d+ does not fit its type i32 "
+        r"\(check: footer\)"),
+    Bad("page-header-field-id-beyond-16-bits", page_header_with_long_field_id, "DamagedError",
+        r"row group 0, column 'x': page 0 header is not valid Thrift \(field id 40000 .+\) \(check: page header\)"),
+    Bad("bomb-with-understated-row-group-size", understated_bomb, "LimitError",
+        rf"row group 0, column 'x': page 0 decompresses to {BOMB_PAGE_BYTES} bytes, over the limit of 1048576 "
+        r"\(RECOMPRESS_MAX_ROW_GROUP_BYTES\)", {"RECOMPRESS_MAX_ROW_GROUP_BYTES": "1MiB", "RECOMPRESS_MODE": "exact"}),
 ]
 
 @dataclass(frozen=True)

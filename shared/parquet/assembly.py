@@ -17,7 +17,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from shared.errors import DamagedError, VerificationError
+from shared.errors import DamagedError, UnsupportedError, VerificationError
 from shared.parquet import footer as ft
 from shared.parquet import thrift
 from shared.parquet.thrift import Struct, ThriftError, ThriftList
@@ -64,8 +64,9 @@ class Written:
 class FileBuilder:
     """Low-level writer of a Parquet file: bytes in order, row groups, page indexes at the end."""
 
-    def __init__(self, sink: Writable) -> None:
+    def __init__(self, sink: Writable, *, name: str = "output") -> None:
         self._sink = sink
+        self.name = name  # labels the error when a footer cannot be written
         self.position = 0
         self.row_groups: list[Struct] = []
         self._indexes: list[_PageIndexes] = []
@@ -107,18 +108,29 @@ class FileBuilder:
                 self.written.column_indexes[offset] = len(item.column_index)
         for item in self._indexes:
             if item.offset_index is not None:
-                raw = thrift.dumps(item.offset_index)
+                raw = self._dumps(item.offset_index, "an offset index")
                 offset = self.write(raw)
                 item.chunk.set(ft.CC_OI_OFFSET, offset, thrift.I64)
                 item.chunk.set(ft.CC_OI_LENGTH, len(raw), thrift.I32)
                 self.written.offset_indexes[offset] = raw
         tree.set(ft.FMD_ROW_GROUPS, ThriftList(thrift.STRUCT, list(self.row_groups)), thrift.LIST)
-        raw_footer = thrift.dumps(tree)
+        raw_footer = self._dumps(tree, "the footer")
         self.write(raw_footer)
         self.write(len(raw_footer).to_bytes(4, "little"))
         self.write(ft.MAGIC)
         rows = sum(ft.RowGroup(group).num_rows for group in self.row_groups)
         return FileSummary(rows, len(self.row_groups), len(raw_footer))
+
+
+    def _dumps(self, tree: Struct, what: str) -> bytes:
+        """Serialise a tree; one that cannot be (a value beyond its declared wire type) is refused in one line.
+
+        A backstop: the Thrift reader already refuses field ids and integers the writer could not write back.
+        """
+        try:
+            return thrift.dumps(tree)
+        except ThriftError as exc:
+            raise UnsupportedError(self.name, f"{what} cannot be written back: {exc} (check: footer write)") from exc
 
 
 def shift_offset_index(raw: bytes, moved: Callable[[int], int],

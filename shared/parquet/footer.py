@@ -126,7 +126,10 @@ def parse_footer(head: bytes, tail: bytes, size: int, name: str, source: RandomA
     else:  # footer_from_bytes passes a tail that holds any footer that fits in the file
         raise NotParquetError(name, "footer not in memory (check: footer length)")
     try:
-        tree = thrift.loads(raw)
+        tree = thrift.loads(raw, max_nodes=thrift.MAX_NODES)
+    except thrift.ThriftTooComplex as exc:
+        raise NotParquetError(name, f"footer too complex: {length} bytes holding more than {thrift.MAX_NODES} "
+                                    "Thrift elements (check: footer size)") from exc
     except ThriftError as exc:
         raise NotParquetError(name, f"footer is not valid Thrift: {exc} (check: footer)") from exc
     return Footer(tree, raw, start, size)

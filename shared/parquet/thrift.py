@@ -3,19 +3,32 @@
 Parquet's footer and page headers are Thrift compact structs. Rewriting a file
 must keep every field it holds, including fields added to parquet.thrift after
 this code was written, so this module parses a struct into an ordered tree of
-``(field id, wire type, value)`` without any schema, and writes the same tree
-back byte for byte. Callers get and set fields by id.
+``(field id, wire type, value)`` without any schema. Callers get and set fields
+by id.
+
+A struct, list or map held in a field is kept as the bytes it was read from
+until a caller looks into it (:attr:`Field.value`); a field never looked into
+is written back as those very bytes. Fields this code never edits (statistics,
+unknown fields, key-values) therefore survive byte for byte, and cost memory
+only as bytes, not as one Python object per wire element. A field that was
+looked into is written back in canonical form: the same field ids, wire types,
+header forms and values, but a non-canonical varint (``0x80 0x00`` for 0) or
+a bool list element written as 0 comes back in the usual form.
 
 It must never trust a length it reads: every size is checked against the bytes
-left before anything is allocated, nesting is bounded, and truncated or crafted
-bytes raise :class:`ThriftError`, never hang or recurse without limit.
+left before anything is allocated; structs, lists and maps together nest at
+most :data:`MAX_DEPTH` deep; a struct holds at most :data:`MAX_NODES` wire
+elements; field ids fit 16 bits and every integer fits its declared wire type
+(so whatever is read can be written back). Truncated or crafted bytes raise
+:class:`ThriftError`, never hang or recurse without limit.
 """
 
 from __future__ import annotations
 
+import copy
 import struct as _struct
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 # Compact protocol wire types.
 STOP = 0
@@ -32,8 +45,12 @@ SET = 10
 MAP = 11
 STRUCT = 12
 
-#: Deepest nesting accepted; Parquet's own structures nest fewer than 10 levels (logical types, statistics).
+#: Deepest nesting of structs, lists and maps accepted; Parquet's own structures nest fewer than 10 levels
+#: (logical types, statistics); Thrift's C++ reader, which pyarrow uses, stops at 64 as well.
 MAX_DEPTH = 64
+#: Most wire elements (fields, list items, map keys and values) one parse accepts. A footer pyarrow writes holds
+#: about 45 per column chunk with statistics and page indexes: 10,000 columns x 100 row groups is 45 million.
+MAX_NODES = 64 * 1024 * 1024
 
 Value = Union[bool, int, float, bytes, "Struct", "ThriftList", "ThriftMap"]
 
@@ -42,21 +59,87 @@ class ThriftError(ValueError):
     """The bytes are not a well-formed Thrift compact struct (truncated, crafted or corrupt)."""
 
 
-@dataclass
+class ThriftTooComplex(ThriftError):
+    """The bytes hold more wire elements than :data:`MAX_NODES`: well formed, perhaps, but too costly to read."""
+
+
+_UNREAD: Any = object()  # a Field whose value is still only its bytes
+
+
 class Field:
     """One field of a struct as it was on the wire.
 
     ``short`` records whether the header used the delta form, so an unchanged
-    field is written back exactly as it was read.
+    field is written back exactly as it was read. A struct, list or map value is
+    parsed from its bytes the first time :attr:`value` is read; until then
+    :meth:`encoded` gives those bytes and the writer copies them.
     """
 
-    id: int
-    type: int
-    value: Value
-    short: bool = True
+    __slots__ = ("_end", "_source", "_start", "_value", "id", "short", "type")
+
+    def __init__(self, id: int, type: int, value: Value, short: bool = True) -> None:
+        self.id = id
+        self.type = type
+        self.short = short
+        self._value: Value = value
+        self._source: bytes | memoryview | None = None
+        self._start = 0
+        self._end = 0
+
+    @classmethod
+    def _raw(cls, id: int, type: int, short: bool, source: bytes | memoryview,
+             start: int, end: int) -> Field:
+        item = cls(id, type, _UNREAD, short)
+        item._source, item._start, item._end = source, start, end
+        return item
+
+    @property
+    def value(self) -> Value:
+        if self._source is not None:
+            reader = _Reader(self._source, self._start, None)
+            self._value = _read_value(reader, self.type, 1, False)
+            self._source = None
+        return self._value
+
+    @value.setter
+    def value(self, value: Value) -> None:
+        self._value = value
+        self._source = None
+
+    @property
+    def is_raw(self) -> bool:
+        """Whether the value is still the bytes it was read from (never looked into)."""
+        return self._source is not None
+
+    def encoded(self) -> bytes | None:
+        """The value's bytes as read, while nobody has looked into it; None after."""
+        if self._source is None:
+            return None
+        return bytes(self._source[self._start:self._end])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Field):
+            return NotImplemented
+        if (self.id, self.type, self.short) != (other.id, other.type, other.short):
+            return False
+        if self.is_raw and other.is_raw and self.encoded() == other.encoded():
+            return True
+        return bool(self.value == other.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = f"<{self._end - self._start} bytes unread>" if self.is_raw else repr(self._value)
+        return f"Field(id={self.id}, type={self.type}, value={shown}, short={self.short})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Field:
+        if self._source is not None:  # immutable bytes: shared, not parsed
+            return Field._raw(self.id, self.type, self.short, self._source, self._start, self._end)
+        return Field(self.id, self.type, copy.deepcopy(self._value, memo), self.short)
 
 
-@dataclass
+
+@dataclass(slots=True)
 class ThriftList:
     """A list or set: its element type and its items, in order."""
 
@@ -66,7 +149,7 @@ class ThriftList:
     long_size: bool = False  # the size was written as a varint after the header byte
 
 
-@dataclass
+@dataclass(slots=True)
 class ThriftMap:
     """A map: key and value types and its entries, in order (duplicates kept)."""
 
@@ -75,7 +158,7 @@ class ThriftMap:
     items: list[tuple[Value, Value]] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Struct:
     """A struct as an ordered list of fields; unknown fields are kept like known ones."""
 
@@ -163,19 +246,34 @@ class Struct:
 
 # ---------------------------------------------------------------- reading
 
+#: Half the range of each integer wire type: a value must lie in [-limit, limit).
+_LIMITS = {I16: 1 << 15, I32: 1 << 31, I64: 1 << 63}
+_FIELD_ID_LIMIT = 1 << 15
+
 
 class _Reader:
-    """A cursor over bytes; every read checks the bytes left first."""
+    """A cursor over bytes; every read checks the bytes left first, and counts elements against a budget."""
 
-    def __init__(self, data: bytes | memoryview, pos: int = 0) -> None:
+    def __init__(self, data: bytes | memoryview, pos: int = 0, budget: int | None = MAX_NODES) -> None:
         self.data = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        # Unread fields keep a reference to immutable bytes; anything else is copied when a field is kept.
+        self.shared = data if isinstance(data, bytes) else (
+            self.data if isinstance(self.data.obj, bytes) and self.data.readonly else None)
         self.pos = pos
         self.end = len(self.data)
+        self.budget = budget
+        self.total = budget
 
     def need(self, count: int, what: str) -> None:
         if count < 0 or self.pos + count > self.end:
             raise ThriftError(f"truncated: {what} needs {count} bytes at offset {self.pos}, "
                               f"{self.end - self.pos} left")
+
+    def count(self, items: int = 1) -> None:
+        if self.budget is not None:
+            self.budget -= items
+            if self.budget < 0:
+                raise ThriftTooComplex(f"too complex: more than {self.total} elements")
 
     def byte(self) -> int:
         self.need(1, "a byte")
@@ -198,22 +296,120 @@ class _Reader:
         value = self.varint()
         return (value >> 1) ^ -(value & 1)
 
+    def integer(self, type_: int) -> int:
+        """An i16, i32 or i64, refused when it does not fit its wire type (the writer could not write it back)."""
+        at = self.pos
+        value = self.zigzag()
+        limit = _LIMITS[type_]
+        if not -limit <= value < limit:
+            raise ThriftError(f"integer {value} at offset {at} does not fit its type i{limit.bit_length()}")
+        return value
+
+    def skip(self, count: int, what: str) -> None:
+        self.need(count, what)
+        self.pos += count
+
     def raw(self, count: int, what: str) -> bytes:
         self.need(count, what)
         value = bytes(self.data[self.pos:self.pos + count])
         self.pos += count
         return value
 
+    def kept(self, start: int) -> bytes | memoryview:
+        """The bytes from ``start`` to here, as an unread field keeps them: shared when immutable, else copied."""
+        if self.shared is not None:
+            return self.shared
+        return bytes(self.data[start:self.pos])
+
+
+def _nest(reader: _Reader, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ThriftError(f"structs, lists and maps nested deeper than {MAX_DEPTH} at offset {reader.pos}")
+
+
+def _list_header(reader: _Reader) -> tuple[int, int, bool]:
+    header = reader.byte()
+    size = header >> 4
+    long_size = size == 15
+    if long_size:
+        size = reader.varint()
+    # Each element takes at least one byte on the wire: a claimed size beyond the bytes left is a lie.
+    reader.need(size, f"a list of {size} elements")
+    return header & 0x0F, size, long_size
+
+
+def _map_header(reader: _Reader) -> tuple[int, int, int]:
+    size = reader.varint()
+    if size == 0:
+        return 0, 0, 0
+    types = reader.byte()
+    reader.need(size, f"a map of {size} entries")
+    return types >> 4, types & 0x0F, size
+
+
+def _field_header(reader: _Reader, header: int, last: int) -> tuple[int, bool]:
+    delta = header >> 4
+    short = delta != 0
+    at = reader.pos
+    field_id = last + delta if short else reader.zigzag()
+    if not -_FIELD_ID_LIMIT <= field_id < _FIELD_ID_LIMIT:
+        raise ThriftError(f"field id {field_id} at offset {at} does not fit 16 bits")
+    return field_id, short
+
+
+def _skip_value(reader: _Reader, type_: int, depth: int, in_collection: bool) -> None:
+    """Check one value as :func:`_read_value` would, and step over it without building anything."""
+    if type_ in (BOOL_TRUE, BOOL_FALSE):
+        if in_collection:
+            reader.skip(1, "a bool")
+    elif type_ == BYTE:
+        reader.skip(1, "a byte")
+    elif type_ in _LIMITS:
+        reader.integer(type_)
+    elif type_ == DOUBLE:
+        reader.skip(8, "a double")
+    elif type_ == BINARY:
+        reader.skip(reader.varint(), "a binary value")
+    elif type_ in (LIST, SET):
+        _nest(reader, depth)
+        elem_type, size, _ = _list_header(reader)
+        reader.count(size)
+        for _ in range(size):
+            _skip_value(reader, elem_type, depth + 1, True)
+    elif type_ == MAP:
+        _nest(reader, depth)
+        key_type, value_type, size = _map_header(reader)
+        reader.count(2 * size)
+        for _ in range(size):
+            _skip_value(reader, key_type, depth + 1, True)
+            _skip_value(reader, value_type, depth + 1, True)
+    elif type_ == STRUCT:
+        _nest(reader, depth)
+        last = 0
+        while True:
+            header = reader.byte()
+            field_type = header & 0x0F
+            if field_type == STOP:
+                if header != 0:
+                    raise ThriftError(f"malformed stop byte {header:#x} at offset {reader.pos - 1}")
+                return
+            last, _ = _field_header(reader, header, last)
+            reader.count()
+            _skip_value(reader, field_type, depth + 1, False)
+    else:
+        raise ThriftError(f"unknown compact type {type_} at offset {reader.pos - 1}")
+
 
 def _read_value(reader: _Reader, type_: int, depth: int, in_collection: bool) -> Value:
+    """One value of ``type_``; ``depth`` is its nesting level when it is a struct, list or map."""
     if type_ in (BOOL_TRUE, BOOL_FALSE):
         # In a field header the type carries the value; in a list each bool is a byte.
         return reader.byte() == BOOL_TRUE if in_collection else type_ == BOOL_TRUE
     if type_ == BYTE:
         value = reader.byte()
         return value - 256 if value > 127 else value
-    if type_ in (I16, I32, I64):
-        return reader.zigzag()
+    if type_ in _LIMITS:
+        return reader.integer(type_)
     if type_ == DOUBLE:
         return float(_struct.unpack("<d", reader.raw(8, "a double"))[0])
     if type_ == BINARY:
@@ -223,38 +419,32 @@ def _read_value(reader: _Reader, type_: int, depth: int, in_collection: bool) ->
     if type_ == MAP:
         return _read_map(reader, depth)
     if type_ == STRUCT:
-        return _read_struct(reader, depth + 1)
+        return _read_struct(reader, depth)
     raise ThriftError(f"unknown compact type {type_} at offset {reader.pos - 1}")
 
 
 def _read_list(reader: _Reader, is_set: bool, depth: int) -> ThriftList:
-    header = reader.byte()
-    size = header >> 4
-    long_size = size == 15
-    if long_size:
-        size = reader.varint()
-    elem_type = header & 0x0F
-    # Each element takes at least one byte on the wire: a claimed size beyond the bytes left is a lie.
-    reader.need(size, f"a list of {size} elements")
+    _nest(reader, depth)
+    elem_type, size, long_size = _list_header(reader)
+    reader.count(size)
     items = [_read_value(reader, elem_type, depth + 1, True) for _ in range(size)]
     return ThriftList(elem_type, items, is_set, long_size)
 
 
 def _read_map(reader: _Reader, depth: int) -> ThriftMap:
-    size = reader.varint()
+    _nest(reader, depth)
+    key_type, value_type, size = _map_header(reader)
     if size == 0:
         return ThriftMap(0, 0, [])
-    types = reader.byte()
-    reader.need(size, f"a map of {size} entries")
-    key_type, value_type = types >> 4, types & 0x0F
+    reader.count(2 * size)
     items = [(_read_value(reader, key_type, depth + 1, True), _read_value(reader, value_type, depth + 1, True))
              for _ in range(size)]
     return ThriftMap(key_type, value_type, items)
 
 
 def _read_struct(reader: _Reader, depth: int) -> Struct:
-    if depth > MAX_DEPTH:
-        raise ThriftError(f"structs nested deeper than {MAX_DEPTH}")
+    """A struct whose scalar fields are read and whose struct, list and map fields are checked and kept as bytes."""
+    _nest(reader, depth)
     result = Struct()
     last = 0
     while True:
@@ -264,16 +454,28 @@ def _read_struct(reader: _Reader, depth: int) -> Struct:
             if header != 0:
                 raise ThriftError(f"malformed stop byte {header:#x} at offset {reader.pos - 1}")
             return result
-        delta = header >> 4
-        short = delta != 0
-        field_id = last + delta if short else reader.zigzag()
+        field_id, short = _field_header(reader, header, last)
         last = field_id
-        result.fields.append(Field(field_id, type_, _read_value(reader, type_, depth, False), short))
+        reader.count()
+        if type_ in _COMPOUND:
+            start = reader.pos
+            _skip_value(reader, type_, depth + 1, False)
+            source = reader.kept(start)
+            offset = start if source is reader.shared else 0
+            result.fields.append(Field._raw(field_id, type_, short, source, offset, offset + reader.pos - start))
+        else:
+            result.fields.append(Field(field_id, type_, _read_value(reader, type_, depth + 1, False), short))
 
 
-def parse_struct(data: bytes | memoryview, pos: int = 0) -> tuple[Struct, int]:
-    """Parse one struct starting at ``pos``; return it and the offset just past it."""
-    reader = _Reader(data, pos)
+_COMPOUND = frozenset({LIST, SET, MAP, STRUCT})
+
+
+def parse_struct(data: bytes | memoryview, pos: int = 0, *, max_nodes: int | None = MAX_NODES) -> tuple[Struct, int]:
+    """Parse one struct starting at ``pos``; return it and the offset just past it.
+
+    :class:`ThriftTooComplex` when it holds more than ``max_nodes`` wire elements.
+    """
+    reader = _Reader(data, pos, max_nodes)
     try:
         value = _read_struct(reader, 1)
     except RecursionError as exc:  # belt and braces: MAX_DEPTH keeps well inside Python's limit
@@ -281,9 +483,9 @@ def parse_struct(data: bytes | memoryview, pos: int = 0) -> tuple[Struct, int]:
     return value, reader.pos
 
 
-def loads(data: bytes | memoryview) -> Struct:
+def loads(data: bytes | memoryview, *, max_nodes: int | None = MAX_NODES) -> Struct:
     """Parse bytes holding exactly one struct; trailing bytes are an error."""
-    value, end = parse_struct(data)
+    value, end = parse_struct(data, max_nodes=max_nodes)
     if end != len(data):
         raise ThriftError(f"{len(data) - end} unexpected bytes after the struct")
     return value
@@ -382,6 +584,8 @@ def _write_map(value: ThriftMap, out: bytearray) -> None:
 def _write_struct(value: Struct, out: bytearray) -> None:
     last = 0
     for item in value.fields:
+        if not -_FIELD_ID_LIMIT <= item.id < _FIELD_ID_LIMIT:
+            raise ThriftError(f"field id {item.id} does not fit 16 bits")
         type_ = item.type
         if type_ in (BOOL_TRUE, BOOL_FALSE):
             type_ = BOOL_TRUE if item.value else BOOL_FALSE
@@ -392,12 +596,15 @@ def _write_struct(value: Struct, out: bytearray) -> None:
             out.append(type_)
             _zigzag(item.id, 16, out)
         last = item.id
-        _write_value(item.value, type_, out, False)
+        if item._source is not None:  # never looked into: its bytes as they were read
+            out += item._source[item._start:item._end]
+        else:
+            _write_value(item.value, type_, out, False)
     out.append(STOP)
 
 
 def dumps(value: Struct) -> bytes:
-    """Serialise a struct; an unchanged parsed tree comes back byte for byte."""
+    """Serialise a struct; fields never looked into come back byte for byte, others in canonical form."""
     out = bytearray()
     _write_struct(value, out)
     return bytes(out)

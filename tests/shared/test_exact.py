@@ -6,6 +6,7 @@ import datetime
 import decimal
 import io
 import struct
+import tracemalloc
 from typing import Any
 
 import pyarrow as pa
@@ -19,13 +20,16 @@ from shared.exact import ExactOptions, recompress
 from shared.limits import Limits
 from shared.parquet import footer as ft
 from shared.parquet import pages, thrift
+from shared.parquet.assembly import FileBuilder
 from shared.proof import Outcome, ProofKind
+from tests.damaged import BOMB_PAGE_BYTES, page_header_with_long_field_id, understated_bomb
 from tests.shared.parquet.corpus import (
     CORPUS,
     assert_same_file,
     chunk_meta,
     corpus_files,
     edit_footer,
+    footer_raw,
     hadoop_lz4,
     write,
 )
@@ -217,11 +221,16 @@ def test_progress_reports_each_row_group() -> None:
     assert seen == [30, 30, 30, 10]
 
 
-def test_file_num_rows_disagreeing_with_row_groups_is_kept() -> None:
+@pytest.mark.parametrize("verify", ["full", "pages"])
+def test_file_num_rows_disagreeing_with_row_groups_is_kept(verify: ProofKind) -> None:
+    """Old writers did this: the row groups' truth is counted, the input's footer field is published as it was."""
     data = edit_footer(write(mixed_table(100), row_group_size=60), lambda t: t.set(ft.FMD_NUM_ROWS, 7))
-    out, outcome = run(data, "pages")
-    assert outcome.rows_declared == outcome.rows_written == 100
+    out, outcome = run(data, verify)
+    assert outcome.rows_declared == outcome.rows_read == outcome.rows_written == 100
     assert ft.footer_from_bytes(out, "out").meta.num_rows == 7
+    found = ft.footer_from_bytes(out, "out").tree.find(ft.FMD_NUM_ROWS)
+    assert found is not None
+    assert (found.type, found.value) == (thrift.I64, 7)
 
 
 # ---------------------------------------------------------------- refusals
@@ -385,3 +394,77 @@ def test_random_tables(rows: list[tuple[Any, ...]], writer: dict[str, Any], veri
     assert outcome.rows_written == len(rows)
     if writer["write_page_checksum"]:
         pq.ParquetFile(pa.BufferReader(out), page_checksum_verification=True).read()
+
+
+# ---------------------------------------------------------------- hostile footers, page headers and bombs
+
+
+def test_a_page_header_the_writer_could_not_write_back_is_damaged() -> None:
+    with pytest.raises(DamagedError, match=r"row group 0, column 'x': page 0 header is not valid Thrift "
+                                           r"\(field id 40000 .*\) \(check: page header\)"):
+        run(page_header_with_long_field_id())
+
+
+def test_a_thrift_error_on_writing_is_an_app_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backstop: the reader refuses what the writer cannot write, but a writer failure never escapes bare."""
+    def refuse(header: thrift.Struct) -> bytes:
+        raise thrift.ThriftError("99999 does not fit in i16")
+
+    monkeypatch.setattr(pages, "serialize_header", refuse)
+    with pytest.raises(DamagedError, match=r"row group 0, column 'a': page 0 header cannot be written back "
+                                           r"\(99999 does not fit in i16\) \(check: page header write\)"):
+        run(_simple())
+    monkeypatch.undo()
+    builder = FileBuilder(pa.BufferOutputStream(), name="x.parquet")
+    with pytest.raises(UnsupportedError, match=r"^x.parquet: the footer cannot be written back: .*i32 "
+                                               r"\(check: footer write\)$"):
+        builder.finish(thrift.Struct([thrift.Field(100, thrift.I32, 2**40)]))
+
+
+def test_a_footer_of_millions_of_unknown_elements_stays_bytes() -> None:
+    data = write(mixed_table(100), row_group_size=40)
+    count = 1_000_000
+    unknown = bytes([0x09]) + b"\xc8\x01" + bytes([0xFC]) + b"\xc0\x84\x3d" + b"\x00" * count  # 100: 1M structs
+    raw = footer_raw(data)
+    edited = data[:len(data) - 8 - len(raw)] + raw[:-1] + unknown + b"\x00" + struct.pack(
+        "<I", len(raw) + len(unknown)) + b"PAR1"
+    tracemalloc.start()
+    try:
+        out, _ = run(edited)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 1024**2  # one Python object per element was >100 bytes each: 100+ MB
+    assert unknown in footer_raw(out)
+    assert_same_file(edited, out)
+
+
+def test_pages_declaring_more_than_the_row_group_limit_are_refused_before_decompressing() -> None:
+    with pytest.raises(LimitError, match=rf"row group 0, column 'x': page 0 decompresses to {BOMB_PAGE_BYTES} "
+                                         r"bytes, over the limit of 1000000 \(RECOMPRESS_MAX_ROW_GROUP_BYTES\)"):
+        run(understated_bomb(), "pages", limits=Limits(max_row_group_bytes=1_000_000))
+    # Every page under the limit, the row group over it, its footer's total_byte_size understated.
+    table = pa.table({"a": pa.array(range(100_000), pa.int64()), "b": pa.array(range(100_000), pa.int64())})
+    data = edit_footer(write(table, use_dictionary=False, data_page_size=100_000),
+                       lambda t: ft.FileMeta(t).row_groups[0].tree.set(ft.RG_TOTAL_BYTE_SIZE, 1000))
+    with pytest.raises(LimitError, match=r"row group 0 decompresses to more than \d+ bytes \(its page headers so "
+                                         r"far\), over the limit of 1000000 \(RECOMPRESS_MAX_ROW_GROUP_BYTES\)"):
+        run(data, "pages", limits=Limits(max_row_group_bytes=1_000_000))
+    run(data, "pages", limits=Limits(max_row_group_bytes=2_000_000))
+
+
+@pytest.mark.parametrize("verify", ["full", "pages"])
+def test_a_zero_row_group_beside_a_dictionary_only_chunk(verify: ProofKind) -> None:
+    """pyarrow writes a 0-byte chunk (data_page_offset 0) beside a dictionary-only one for an empty write."""
+    table = pa.table({"i": pa.array(range(10)), "b": pa.array([True, False] * 5)})
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema) as writer:
+        writer.write_table(table)
+        writer.write_table(table.slice(0, 0))
+        writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    empty = ft.footer_from_bytes(data, "x").meta.row_groups[1].columns
+    assert [c.meta_data.data_page_offset for c in empty if c.meta_data] == [0, 0]
+    out, outcome = run(data, verify)
+    assert_same_file(data, out)
+    assert outcome.rows_written == 20

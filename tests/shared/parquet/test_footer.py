@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import struct
+
 import pyarrow as pa
 import pytest
 
 from shared.errors import NotParquetError, UnsupportedError
 from shared.parquet import footer as ft
-from tests.shared.parquet.corpus import write
+from shared.parquet import thrift
+from tests.damaged import I32_OVERFLOW, LONG_FIELD_ID
+from tests.shared.parquet.corpus import footer_raw, write
 
 
 def _table() -> pa.Table:
@@ -76,3 +80,45 @@ def test_large_footer_needs_a_second_read() -> None:
     footer = ft.read_footer(pa.BufferReader(data), "x")
     assert len(footer.raw) > ft.TAIL_GUESS
     assert len(footer.meta.row_groups[0].columns) == 2000
+
+
+def _with_extra_field(data: bytes, field: bytes) -> bytes:
+    raw = footer_raw(data)
+    new = raw[:-1] + field + b"\x00"
+    return data[:len(data) - 8 - len(raw)] + new + struct.pack("<I", len(new)) + b"PAR1"
+
+
+@pytest.mark.parametrize(("field", "match"), [
+    (LONG_FIELD_ID, r"footer is not valid Thrift: field id 40000 .*16 bits \(check: footer\)"),
+    (I32_OVERFLOW, r"footer is not valid Thrift: integer 1099511627776 .*i32 \(check: footer\)"),
+    (bytes([0x09]) + b"\xc8\x01" + bytes([0x19]) * 199 + bytes([0x05]),  # field 100: lists nested 200 deep
+     r"footer is not valid Thrift: structs, lists and maps nested deeper than 64 .*\(check: footer\)"),
+])
+def test_footers_the_writer_could_not_write_back_are_refused(field: bytes, match: str) -> None:
+    with pytest.raises(NotParquetError, match=match):
+        ft.read_footer(pa.BufferReader(_with_extra_field(write(pa.table({"a": [1]})), field)), "x")
+
+
+def test_a_footer_past_the_element_budget_is_too_complex(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write(pa.table({f"c{i}": [i] for i in range(50)}))
+    ft.read_footer(pa.BufferReader(data), "x")
+    monkeypatch.setattr(thrift, "MAX_NODES", 100)
+    with pytest.raises(NotParquetError, match=r"footer too complex: \d+ bytes holding more than 100 Thrift "
+                                              r"elements \(check: footer size\)"):
+        ft.read_footer(pa.BufferReader(data), "x")
+
+
+def test_the_budget_fits_a_real_footer_per_column_chunk() -> None:
+    """MAX_NODES allows 10,000 columns x 100 row groups of what pyarrow writes per chunk, page indexes included."""
+    table = pa.table({f"c{i}": pa.array([f"s{j}" for j in range(30)]) for i in range(20)})
+    data = write(table, row_group_size=10, write_page_index=True, write_statistics=True)
+    chunks = 20 * 3
+    budget = 0
+    for low in range(0, 10**6, 100):
+        try:
+            thrift.loads(footer_raw(data), max_nodes=low)
+        except thrift.ThriftTooComplex:
+            continue
+        budget = low
+        break
+    assert budget / chunks * 10_000 * 100 < thrift.MAX_NODES

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pyarrow as pa
 import pytest
 
@@ -80,3 +82,89 @@ def test_trailing_bytes_and_unknown_types() -> None:
         thrift.loads(b"\x00\x00")
     with pytest.raises(ThriftError, match="unknown compact type"):
         thrift.loads(bytes([0x1D, 0x00]))
+
+
+def _zigzag(value: int) -> bytes:
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | 0x80 if value else low)
+        if not value:
+            return bytes(out)
+
+
+@pytest.mark.parametrize(("raw", "match"), [
+    (bytes([0x05]) + _zigzag(40000) + _zigzag(1) + b"\x00", "field id 40000 .*does not fit 16 bits"),
+    (bytes([0x05]) + _zigzag(-40000) + _zigzag(1) + b"\x00", "field id -40000 .*does not fit 16 bits"),
+    # long-form id 32767, then a short header whose delta carries the next id past 16 bits
+    (bytes([0x05]) + _zigzag(32767) + _zigzag(1) + bytes([0x15]) + _zigzag(1) + b"\x00", "field id 32768"),
+    (bytes([0x14]) + _zigzag(1 << 15) + b"\x00", "integer 32768 .*does not fit its type i16"),
+    (bytes([0x15]) + _zigzag(2**40) + b"\x00", "integer 1099511627776 .*does not fit its type i32"),
+    (bytes([0x16]) + b"\xff" * 9 + b"\x7f" + b"\x00", "does not fit its type i64"),
+    (bytes([0x19, 0x15]) + _zigzag(-(2**31) - 1) + b"\x00", "does not fit its type i32"),  # inside a list
+])
+def test_what_the_writer_cannot_write_back_is_refused_on_reading(raw: bytes, match: str) -> None:
+    with pytest.raises(ThriftError, match=match):
+        thrift.loads(raw)
+
+
+def test_the_writer_refuses_out_of_range_ids_and_values() -> None:
+    with pytest.raises(ThriftError, match="16 bits"):
+        thrift.dumps(Struct([thrift.Field(40000, thrift.I32, 1)]))
+    with pytest.raises(ThriftError, match="i32"):
+        thrift.dumps(Struct([thrift.Field(1, thrift.I32, 2**40)]))
+
+
+def test_the_extremes_of_each_type_round_trip() -> None:
+    tree = Struct([thrift.Field(-32768, thrift.I16, -(2**15)), thrift.Field(-1, thrift.I32, 2**31 - 1),
+                   thrift.Field(32767, thrift.I64, -(2**63))])
+    raw = thrift.dumps(tree)
+    assert [(f.id, f.value) for f in thrift.loads(raw).fields] == [(f.id, f.value) for f in tree.fields]
+    assert thrift.dumps(thrift.loads(raw)) == raw
+
+
+def test_nested_lists_are_bounded_like_structs() -> None:
+    def lists(depth: int) -> bytes:  # field 1: list<list<...<i32>>>, each of one element, the innermost empty
+        return bytes([0x19]) + bytes([0x19]) * (depth - 1) + bytes([0x05]) + b"\x00"
+
+    thrift.loads(lists(thrift.MAX_DEPTH - 1))
+    with pytest.raises(ThriftError, match="nested deeper than 64"):
+        thrift.loads(lists(200))
+    maps = bytes([0x1B]) + b"\x01\x5b\x00" * 200 + b"\x00\x00"  # map<i32, map<i32, ...>>, one entry each
+    with pytest.raises(ThriftError, match="nested deeper than 64"):
+        thrift.loads(maps)
+
+
+def test_the_element_budget_refuses_too_complex_bytes() -> None:
+    raw = bytes([0x19, 0xFC, 0xE8, 0x07]) + b"\x00" * 1000 + b"\x00"  # 1000 structs
+    tree = thrift.loads(raw)
+    assert len(tree.get_structs(1)) == 1000
+    with pytest.raises(thrift.ThriftTooComplex, match="too complex: more than 500 elements"):
+        thrift.loads(raw, max_nodes=500)
+
+
+def test_fields_never_looked_into_are_kept_as_bytes_and_written_back_as_read() -> None:
+    count = 200_000
+    structs = bytes([0x19, 0xFC, 0xC0, 0x9A, 0x0C]) + b"\x00" * count  # field 1: list of 200,000 empty structs
+    non_canonical = bytes([0x1C, 0x15, 0x80, 0x00, 0x00])  # field 2: struct {1: i32 0 as 0x80 0x00}
+    false_as_zero = bytes([0x19, 0x21, 0x00, 0x01])  # field 3: list<bool> [false written as 0, true]
+    raw = structs + non_canonical + false_as_zero + b"\x00"
+    tree = thrift.loads(raw)
+    assert all(item.is_raw for item in tree.fields)
+    assert thrift.dumps(tree) == raw  # byte for byte, non-canonical forms included
+    copied = copy.deepcopy(tree)
+    assert all(item.is_raw for item in copied.fields)
+    assert thrift.dumps(copied) == raw
+    assert copied == tree
+    # Looked into, a field is written in canonical form: the same values.
+    inner = tree.get_struct(2)
+    assert inner is not None
+    assert inner.get(1) == 0
+    bools = tree.get_list(3)
+    assert bools is not None
+    assert bools.items == [False, True]
+    again = thrift.dumps(tree)
+    assert again != raw
+    assert thrift.loads(again) == thrift.loads(raw)
+    assert len(tree.get_structs(1)) == count
