@@ -384,10 +384,11 @@ CASES: list[Bad] = [
         "DamagedError", DAMAGED),
     # Thrift the writer could not write back: refused on reading, in one line, never a bare ThriftError.
     Bad("footer-field-id-beyond-16-bits", footer_with_extra_field(LONG_FIELD_ID), "NotParquetError",
-        r"footer is not valid Thrift: field id 40000 at offset \d+ does not fit 16 bits \(check: footer\)"),
+        r"not a readable Parquet file \(footer is not valid Thrift: field id 40000 at offset \d+ does not fit "
+        r"16 bits \(check: footer\)\)"),
     Bad("footer-i32-holding-2-to-the-40", footer_with_extra_field(I32_OVERFLOW), "NotParquetError",
-        r"footer is not valid Thrift: integer 1099511627776 at offset \d+ does not fit its type i32 "
-        r"\(check: footer\)"),
+        r"not a readable Parquet file \(footer is not valid Thrift: integer 1099511627776 at offset \d+ does not "
+        r"fit its type i32 \(check: footer\)\)"),
     Bad("page-header-field-id-beyond-16-bits", page_header_with_long_field_id, "DamagedError",
         r"row group 0, column 'x': page 0 header is not valid Thrift \(field id 40000 .+\) \(check: page header\)"),
     Bad("bomb-with-understated-row-group-size", understated_bomb, "LimitError",
