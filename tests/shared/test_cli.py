@@ -11,6 +11,7 @@ test_hostile runs through the command line and the pipeline.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -401,3 +403,55 @@ def test_sigterm_leaves_no_partial_file_behind(tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1] == "terminated; no output written"
     assert partial_files(dst.parent) == []
     assert not dst.exists()
+
+
+# --------------------------------------------------------------------------- destinations that are not plain files
+
+
+def test_a_symlink_dst_is_written_through_to_its_target(run_cli: RunCli, src: Path, tmp_path: Path) -> None:
+    target = tmp_path / "real.parquet"
+    target.write_bytes(b"old contents")
+    link = tmp_path / "link.parquet"
+    link.symlink_to(target)
+
+    result = run_cli(src, link)
+
+    assert result.code == 0, result.err
+    assert link.is_symlink(), "the link must stay a link"
+    assert_recompressed(src, target)
+    assert partial_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_a_dst_that_is_not_a_regular_file_is_refused_in_one_line(run_cli: RunCli, src: Path, tmp_path: Path,
+                                                                  kind: str) -> None:
+    if kind == "fifo":
+        dst = tmp_path / "pipe"
+        os.mkfifo(dst)
+        what = "a FIFO"
+    elif kind == "folder":
+        dst = tmp_path / "folder"
+        dst.mkdir()
+        what = "a folder"
+    else:
+        dst, what = Path("/dev/null"), "a character device"
+
+    result = run_cli(src, dst)
+
+    assert result.code == 2
+    assert result.err_lines == [f"error: {dst}: is {what}; the destination must be a regular file path"]
+    assert (dst.is_fifo() if kind == "fifo" else dst.is_dir() if kind == "folder" else dst.is_char_device())
+    assert partial_files(tmp_path) == []
+
+
+def test_duplicate_column_names_come_out_exact(run_cli: RunCli, tmp_path: Path) -> None:
+    src, dst = tmp_path / "dup.parquet", tmp_path / "dup.out.parquet"
+    table = pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"])
+    pq.write_table(table, src, row_group_size=1)
+
+    result = run_cli(src, dst, "--json")
+
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["mode"] == "exact"
+    assert pq.ParquetFile(dst).read().equals(pq.ParquetFile(src).read())
+    assert codec_of(dst.read_bytes()) == {"ZSTD"}
