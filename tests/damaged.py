@@ -28,7 +28,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from shared.limits import nesting_depth
-from tests.helpers import parquet_bytes, sample_table
+from tests.helpers import parquet_bytes, sample_table, zigzag_bytes
 
 NOT_PARQUET = r"not a readable Parquet file \(.+\)"
 #: A file that is Parquet but contradicts itself: the message names the row group and the check that failed.
@@ -238,19 +238,6 @@ def dictionary_indices_past_the_end(row_group: int, at: int, patch: bytes) -> Ca
     return build
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | 0x80 if value else low)
-        if not value:
-            return bytes(out)
-
-
-def _zigzag(value: int) -> bytes:
-    return _varint((value << 1) ^ (value >> 63))
-
-
 def footer_with_extra_field(field: bytes) -> Callable[[], bytes]:
     """``valid()`` with raw Thrift ``field`` (header and value) added at the end of its FileMetaData."""
 
@@ -266,9 +253,9 @@ def footer_with_extra_field(field: bytes) -> Callable[[], bytes]:
 
 
 #: An i32 field in long form whose id, 40000, does not fit Thrift's 16-bit field ids (pyarrow skips it).
-LONG_FIELD_ID = bytes([0x05]) + _zigzag(40000) + _zigzag(1)
+LONG_FIELD_ID = bytes([0x05]) + zigzag_bytes(40000) + zigzag_bytes(1)
 #: Field 100, an i32 holding 2**40 (pyarrow skips the unknown field).
-I32_OVERFLOW = bytes([0x05]) + _zigzag(100) + _zigzag(2**40)
+I32_OVERFLOW = bytes([0x05]) + zigzag_bytes(100) + zigzag_bytes(2**40)
 
 
 def one_page_file(page_header: bytes, payload: bytes, rows: int, codec: int, total_byte_size: int) -> bytes:

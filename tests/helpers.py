@@ -499,3 +499,14 @@ class RunningHost:
 
     def log_line(self, needle: str) -> str | None:
         return next((line for line in self.log.read_text().splitlines() if needle in line), None)
+
+
+def zigzag_bytes(value: int) -> bytes:
+    """A Thrift compact zigzag varint, unchecked: tests use it to write values the app's writer refuses."""
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | 0x80 if value else low)
+        if not value:
+            return bytes(out)

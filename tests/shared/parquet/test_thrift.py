@@ -9,6 +9,7 @@ import pytest
 
 from shared.parquet import thrift
 from shared.parquet.thrift import Struct, ThriftError, ThriftList
+from tests.helpers import zigzag_bytes
 from tests.shared.parquet.corpus import CORPUS, corpus_files, footer_raw, write
 
 
@@ -84,25 +85,16 @@ def test_trailing_bytes_and_unknown_types() -> None:
         thrift.loads(bytes([0x1D, 0x00]))
 
 
-def _zigzag(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | 0x80 if value else low)
-        if not value:
-            return bytes(out)
-
-
 @pytest.mark.parametrize(("raw", "match"), [
-    (bytes([0x05]) + _zigzag(40000) + _zigzag(1) + b"\x00", "field id 40000 .*does not fit 16 bits"),
-    (bytes([0x05]) + _zigzag(-40000) + _zigzag(1) + b"\x00", "field id -40000 .*does not fit 16 bits"),
+    (bytes([0x05]) + zigzag_bytes(40000) + zigzag_bytes(1) + b"\x00", "field id 40000 .*does not fit 16 bits"),
+    (bytes([0x05]) + zigzag_bytes(-40000) + zigzag_bytes(1) + b"\x00", "field id -40000 .*does not fit 16 bits"),
     # long-form id 32767, then a short header whose delta carries the next id past 16 bits
-    (bytes([0x05]) + _zigzag(32767) + _zigzag(1) + bytes([0x15]) + _zigzag(1) + b"\x00", "field id 32768"),
-    (bytes([0x14]) + _zigzag(1 << 15) + b"\x00", "integer 32768 .*does not fit its type i16"),
-    (bytes([0x15]) + _zigzag(2**40) + b"\x00", "integer 1099511627776 .*does not fit its type i32"),
+    (bytes([0x05]) + zigzag_bytes(32767) + zigzag_bytes(1) + bytes([0x15]) + zigzag_bytes(1) + b"\x00",
+     "field id 32768"),
+    (bytes([0x14]) + zigzag_bytes(1 << 15) + b"\x00", "integer 32768 .*does not fit its type i16"),
+    (bytes([0x15]) + zigzag_bytes(2**40) + b"\x00", "integer 1099511627776 .*does not fit its type i32"),
     (bytes([0x16]) + b"\xff" * 9 + b"\x7f" + b"\x00", "does not fit its type i64"),
-    (bytes([0x19, 0x15]) + _zigzag(-(2**31) - 1) + b"\x00", "does not fit its type i32"),  # inside a list
+    (bytes([0x19, 0x15]) + zigzag_bytes(-(2**31) - 1) + b"\x00", "does not fit its type i32"),  # inside a list
 ])
 def test_what_the_writer_cannot_write_back_is_refused_on_reading(raw: bytes, match: str) -> None:
     with pytest.raises(ThriftError, match=match):
