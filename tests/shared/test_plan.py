@@ -24,7 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from shared import plan, reencode
 from shared.errors import DamagedError, OptionError, UnsupportedError
 from shared.parquet import footer, thrift
+from shared.pipeline import recompress_bytes
+from shared.settings import Settings
 from tests.helpers import parquet_bytes, sample_table
+from tests.shared.parquet.corpus import assert_same_file
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "fastparquet-test-data"
 
@@ -128,14 +131,18 @@ import geoarrow.types as gt
 from geoarrow.types import type_pyarrow
 
 type_pyarrow.register_extension_types()
-wkb = gt.wkb(crs=gt.OGC_CRS84).to_pyarrow()
+geometry = gt.wkb(crs=gt.OGC_CRS84).to_pyarrow()
+geography = gt.wkb(crs=gt.OGC_CRS84, edge_type=gt.EdgeType.SPHERICAL).to_pyarrow()
+srid = gt.wkb(crs="srid:5070").to_pyarrow()  # the CRS that crashed a process which had registered the types
 point = bytes.fromhex("0101000000000000000000f03f0000000000000040")
 storage = pa.array([point, None] * 3, pa.binary())
-pq.write_table(pa.table({"g": pa.ExtensionArray.from_storage(wkb, storage)}), sys.argv[1], row_group_size=2)
+columns = {name: pa.ExtensionArray.from_storage(kind, storage)
+           for name, kind in (("g", geometry), ("h", geography), ("s", srid))}
+pq.write_table(pa.table(columns), sys.argv[1], row_group_size=2)
 """
 
 
-def test_geometry_goes_to_exact_and_re_encode_refuses_it(tmp_path: Path) -> None:
+def test_geometry_and_geography_go_to_exact_and_come_out_exact(tmp_path: Path) -> None:
     path = tmp_path / "geo.parquet"
     subprocess.run([sys.executable, "-c", textwrap.dedent(GEOMETRY_WRITER), str(path)], check=True, timeout=120)
     data = path.read_bytes()
@@ -147,6 +154,11 @@ def test_geometry_goes_to_exact_and_re_encode_refuses_it(tmp_path: Path) -> None
     assert choice.reason.startswith("exact: GEOMETRY logical type would not survive a re-encode")
     with pytest.raises(UnsupportedError, match="GEOMETRY"):
         reencode.recompress(data, io.BytesIO(), reencode.Options(level=3))
+    output, report = recompress_bytes(data, Settings())
+    assert report.mode == "exact"
+    assert_same_file(data, output.to_pybytes())  # GEOMETRY, GEOGRAPHY and their CRS, element for element
+    assert [str(open_file(output.to_pybytes()).schema.column(i).logical_type.type) for i in range(3)] == [
+        "GEOMETRY", "GEOGRAPHY", "GEOMETRY"]
 
 
 # --------------------------------------------------------------------------- damaged inputs
