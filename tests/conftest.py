@@ -12,9 +12,11 @@ the example database): ``RECOMPRESS_FUZZ=long make test``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +42,7 @@ from tests.helpers import (
     RunCli,
     RunningHost,
     Worker,
+    WriteModule,
     app_free_env,
     make_app,
     no_wait,
@@ -278,3 +281,19 @@ def host(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+_module_numbers = itertools.count()
+
+
+@pytest.fixture
+def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteModule:
+    """Write Python source into a fresh importable module and return the module's name."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str) -> str:
+        name = f"recompress_transform_{tmp_path.name}_{next(_module_numbers)}".replace("-", "_")
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        return name
+
+    return write

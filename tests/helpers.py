@@ -151,6 +151,8 @@ class Result:
 
 #: How a test calls the command line in-process (the ``run_cli`` fixture): ``run_cli(SRC, DST, *options)``.
 RunCli = Callable[..., Result]
+#: Writes Python source into a fresh importable module and returns its name (the ``write_module`` fixture).
+WriteModule = Callable[[str], str]
 
 
 def run_cli_process(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Result:

@@ -12,11 +12,11 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devhost.azurite import Azurite, connection_string, free_port
 from shared import blobs
-from shared.errors import InputError
+from shared.errors import InputError, TransformError
 from shared.report import Report
 from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import Fault, FaultProxy
-from tests.helpers import assert_same_data, noisy_table, parquet_bytes, sample_table
+from tests.helpers import WriteModule, assert_same_data, noisy_table, parquet_bytes, sample_table
 
 
 def upload(container: ContainerClient, name: str, data: bytes) -> None:
@@ -274,3 +274,21 @@ def test_a_skipped_run_is_not_an_error(settings: Settings, containers: tuple[Con
     assert again.error is None
     assert again.detail == "this version was already recompressed"
     assert "error" not in again.line()
+
+
+def test_a_failing_transform_fails_the_run_loudly_and_quarantines_nothing(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient], service: BlobServiceClient,
+    write_module: WriteModule,
+) -> None:
+    module = write_module("""
+        def explode(batch):
+            raise KeyError("a bug in the operator's code")
+    """)
+    settings = quarantined_settings(settings).with_overrides(transform=f"{module}:explode")
+    upload(containers[0], "t.parquet", parquet_bytes(sample_table()))
+
+    with pytest.raises(TransformError, match="KeyError"):
+        blobs.process_blob(containers[0].get_blob_client("t.parquet"), settings)
+
+    assert list(containers[1].list_blobs()) == []
+    assert not service.get_container_client(settings.quarantine_container).exists(), "a bug is not bad input"

@@ -8,10 +8,6 @@ same way an operator would set ``RECOMPRESS_TRANSFORM=module:function``.
 from __future__ import annotations
 
 import io
-import itertools
-import textwrap
-from collections.abc import Callable
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,26 +17,9 @@ from shared.errors import ConfigError, InputError, TransformError
 from shared.pipeline import recompress_bytes
 from shared.settings import Settings
 from shared.transform import load_transform, wants_pandas
-from tests.helpers import codec_of, parquet_bytes
+from tests.helpers import WriteModule, codec_of, parquet_bytes
 
 SETTING = "RECOMPRESS_TRANSFORM"
-
-WriteModule = Callable[[str], str]
-
-_module_numbers = itertools.count()
-
-
-@pytest.fixture
-def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteModule:
-    """Write Python source into a fresh importable module and return the module's name."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(source: str) -> str:
-        name = f"recompress_transform_{tmp_path.name}_{next(_module_numbers)}".replace("-", "_")
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-        return name
-
-    return write
 
 
 def people(rows: int = 10) -> pa.Table:
