@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from azure.storage.blob import BlobServiceClient
 
 from devhost.azurite import PID_FILE, Azurite, free_port
@@ -18,7 +19,12 @@ def test_an_azurite_left_running_on_the_same_folder_is_stopped_and_replaced(tmp_
     leftover_procs = list(leftover._procs)
     fresh = Azurite(tmp_path, *ports, log_file=tmp_path / "second.log")
     try:
-        fresh.start()
+        try:
+            fresh.start()
+        except RuntimeError as exc:  # say why, with what both Azurites logged
+            logs = "\n".join(f"{name}:\n{(tmp_path / name).read_text(errors='replace')[-2000:]}"
+                             for name in ("first.log", "second.log") if (tmp_path / name).exists())
+            pytest.fail(f"{exc}\n{logs}")
 
         assert [proc.wait(timeout=30) is not None for proc in leftover_procs] == [True, True]
         service = BlobServiceClient.from_connection_string(fresh.connection_string)
