@@ -26,11 +26,12 @@ setup: $(VENV)/.dev node_modules/.installed
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
-	$(PIP) install -r requirements.txt
+# requirements.txt is what Azure installs; requirements-local.txt adds the local host's HTTP server.
+$(VENV)/.runtime: requirements.txt requirements-local.txt | $(VENV)/bin/python
+	$(PIP) install -r requirements.txt -r requirements-local.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+$(VENV)/.dev: requirements.txt requirements-local.txt requirements-dev.txt | $(VENV)/bin/python
 	$(PIP) install -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -24,11 +25,13 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devhost.azurite import ROOT, Azurite
+from devhost.azurite import ROOT, Azurite, start_child
 from devhost.events import EventPump, Subscription
+from shared.errors import ConfigError, RecompressError
+from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    from collections.abc import Callable
 
 log = logging.getLogger("devhost")
 
@@ -56,47 +59,65 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--func", choices=("auto", "never"), default="auto",
                         help="use Core Tools' `func start` when on PATH (auto), or always the local host")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between looks for new blobs")
+    parser.add_argument("--client-timeout", type=int, default=120, metavar="SECONDS",
+                        help="the local host closes a connection idle this long (default 120)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run until Ctrl-C or SIGTERM; 0 then, 1 when something could not start, 2 for a bad setting.
+
+    A start-up failure is one line on stderr (``error: ...``), and whatever had started is stopped.
+    """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings_file = load_local_settings(ROOT)
     log.info("settings from %s", settings_file.name if settings_file else "the environment only")
-    stack: list[tuple[str, object]] = []
+    stack: list[tuple[str, Callable[[], None]]] = []
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
+        settings = Settings.from_env()  # a bad setting fails here, before anything starts
         if not args.no_azurite:
             azurite = Azurite(args.location, args.blob_port, args.queue_port, log_file=args.location / "azurite.log")
+            stack.append(("azurite", azurite.stop))
             azurite.start()
-            stack.append(("azurite", azurite))
             for key in ("ParquetStorage", "AzureWebJobsStorage"):
                 os.environ[key] = azurite.connection_string
             log.info("Azurite: blob %d, queue %d, data in %s", args.blob_port, args.queue_port, args.location)
-        serve(args, stack, stopping)
+        serve(args, settings, stack, stopping)
     except KeyboardInterrupt:
         pass
-    except RuntimeError as exc:
-        log.error("%s", exc)
-        return 1
+    except ConfigError as exc:
+        return _fail(2, str(exc))
+    except (RuntimeError, RecompressError) as exc:
+        return _fail(1, str(exc))
     finally:
-        for label, thing in reversed(stack):
+        for label, stop in reversed(stack):
             log.info("stopping %s", label)
-            thing.stop()  # type: ignore[attr-defined]
+            try:
+                stop()
+            except Exception as exc:  # stop the rest all the same
+                log.warning("stopping %s: %s: %s", label, type(exc).__name__, exc)
     return 0
 
 
-def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: threading.Event) -> None:
+def _fail(status: int, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def serve(args: argparse.Namespace, settings: Settings, stack: list[tuple[str, Callable[[], None]]],
+          stopping: threading.Event) -> None:
     sys.path.insert(0, str(ROOT))
     from azure.storage.blob import BlobServiceClient
 
     import function_app
     from devhost.host import LocalHost, discover, webhook_url
-    from shared.settings import STORAGE_CONNECTION, Settings
+    from shared.settings import STORAGE_CONNECTION
 
-    ensure_containers(Settings.from_env())
+    settings = Settings.from_env()  # again: the connection may be Azurite's, set since
+    ensure_containers(settings)
     functions = discover(function_app.app)
     blob_functions = functions[1]
     func_binary = shutil.which("func") if args.func == "auto" else None
@@ -106,21 +127,29 @@ def serve(args: argparse.Namespace, stack: list[tuple[str, object]], stopping: t
             shutil.copyfile(ROOT / "local.settings.json.example", settings_file)
             log.info("created local.settings.json from the example")
         base = f"http://localhost:{args.port}"
-        process = subprocess.Popen([func_binary, "start", "--port", str(args.port)], cwd=ROOT,
-                                   start_new_session=True)
-        stack.append(("func", _Process(process)))
+        process = start_child([func_binary, "start", "--port", str(args.port)], cwd=ROOT)
+        stack.append(("func", _Process(process).stop))
         _wait_for(base, process)
     else:
-        host = LocalHost(functions, args.port)
-        host.start()
-        stack.append(("local host", host))
+        host = LocalHost(functions, args.port, max_body=settings.max_body_size, client_timeout=args.client_timeout)
+        try:
+            host.start()
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            raise RuntimeError(f"port {args.port} is taken; is another `make run` running? Stop it or pick "
+                               "another with --port" if taken else f"cannot listen on port {args.port}: {exc}"
+                               ) from None
+        stack.append(("local host", host.stop))
         base = host.url
     service = BlobServiceClient.from_connection_string(os.environ[STORAGE_CONNECTION])
     subs = [Subscription(f.name, f.container, webhook_url(base, f.name)) for f in blob_functions]
-    pump = EventPump(service, subs, interval=args.poll)
-    pump.snapshot()
+    pump = EventPump(service, subs, interval=args.poll,
+                     done_in=(settings.output_container, settings.quarantine_container))
+    pending = pump.snapshot()
+    if pending:
+        log.info("catching up on %d input blob(s) with no current output", pending)
     pump.start()
-    stack.append(("event pump", pump))
+    stack.append(("event pump", pump.stop))
     log.info("ready: %s/api (%s); upload to %s to trigger",
              f"http://localhost:{args.port}", "func start" if func_binary else "local host",
              ", ".join(sorted({s.container for s in subs})))

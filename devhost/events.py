@@ -22,7 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
+
+from shared.report import records_version
 
 log = logging.getLogger("devhost.events")
 
@@ -73,6 +76,9 @@ class EventPump:
     """Polls containers and delivers one event per new blob version to each subscriber.
 
     ``backoff`` says how long to wait after a failed delivery attempt; tests pass one that does not wait.
+    ``done_in`` names the containers whose blobs record (``recompress_source_etag``, see
+    :func:`shared.report.records_version`) the input version they were made from, under the input's own
+    name: the app's output and quarantine containers. :meth:`snapshot` uses them to tell what is done.
     """
 
     service: BlobServiceClient
@@ -82,15 +88,40 @@ class EventPump:
     parallel: int = 4
     backoff: Callable[[int], float] = event_grid_backoff
     seen: dict[tuple[str, str], str] = field(default_factory=dict)
+    done_in: tuple[str, ...] = ()
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _pool: ThreadPoolExecutor | None = None
 
-    def snapshot(self) -> None:
-        """Remember what exists now, so only blobs uploaded from here on fire."""
+    def snapshot(self) -> int:
+        """Remember what exists now, so that only what is new or not yet processed fires.
+
+        Without ``done_in`` every existing blob counts as seen. With it, a blob counts as seen only when
+        one of those containers holds a blob of its name recording its current ETag; every other blob
+        (uploaded while the host was down, or changed since its output was written) fires on the next
+        poll, as the storage account's event would have. Returns how many will.
+        """
+        recorded = self._recorded()
+        pending = 0
         for container in {s.container for s in self.subscriptions}:
             for blob in self.service.get_container_client(container).list_blobs():
-                self.seen[(container, blob.name)] = str(blob.etag)
+                etag = str(blob.etag)
+                if self.done_in and not any(records_version(r, etag) for r in recorded.get(blob.name, ())):
+                    pending += 1
+                    continue
+                self.seen[(container, blob.name)] = etag
+        return pending
+
+    def _recorded(self) -> dict[str, list[BlobProperties]]:
+        """The blobs of the ``done_in`` containers, with their metadata, by name."""
+        found: dict[str, list[BlobProperties]] = {}
+        for container in self.done_in:
+            try:
+                for blob in self.service.get_container_client(container).list_blobs(include=["metadata"]):
+                    found.setdefault(blob.name, []).append(blob)
+            except ResourceNotFoundError:  # no output or quarantine yet: nothing is done there
+                continue
+        return found
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="deliver")

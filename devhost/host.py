@@ -19,13 +19,14 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import azure.functions as func
 from azure.storage.blob import BlobClient
 
+from devhost.server import serve_wsgi, stop_wsgi
 from shared.settings import Connection, Settings
 from shared.storage import StorageContext
 
@@ -33,6 +34,8 @@ log = logging.getLogger("devhost")
 
 WEBHOOK_PATH = "/runtime/webhooks/blobs"
 ROUTE_PREFIX = "/api"
+#: Headers about the connection itself: the server sets them, never the function's response.
+_HOP_BY_HOP = frozenset({"content-length", "connection", "transfer-encoding", "keep-alive"})
 
 
 @dataclass(frozen=True)
@@ -105,27 +108,67 @@ def blob_client_for(connection: str, container: str, blob: str) -> BlobClient:
 
 
 class LocalHost:
-    """Serves one FunctionApp over HTTP on loopback."""
+    """Serves one FunctionApp over HTTP on loopback, through waitress.
+
+    waitress does the HTTP: it takes chunked bodies, refuses a body over ``max_body`` (413, in the app's
+    JSON error shape) while it arrives rather than after, answers malformed requests with 400, keeps a
+    listen backlog of ``BACKLOG``, closes connections idle for ``client_timeout`` seconds, and hands each
+    complete request to a pool of ``threads`` threads, which call the app's functions.
+    """
 
     def __init__(self, functions: tuple[list[HttpFunction], list[BlobFunction]], port: int,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", *, max_body: int | None = None, client_timeout: int = 120,
+                 threads: int = 16) -> None:
         self.http_functions, self.blob_functions = functions
-        self.server = ThreadingHTTPServer((host, port), _make_handler(self))
-        self.server.daemon_threads = True
+        self.host, self.port = host, port
+        self.max_body = Settings().max_body_size if max_body is None else max_body
+        self.client_timeout = client_timeout
+        self.threads = threads
+        self._server: Any = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.server.serve_forever, name="devhost-http", daemon=True)
+        """Bind the port (OSError if it is taken) and serve in a background thread."""
+        self._server = serve_wsgi(self.wsgi, self.host, self.port, max_body=self.max_body,
+                                  client_timeout=self.client_timeout, threads=self.threads)
+        self.port = int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name="devhost-http", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self._server is None:
+            return
+        stop_wsgi(self._server)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """The WSGI face of :meth:`handle_http` and :meth:`handle_events`."""
+        method = str(environ["REQUEST_METHOD"]).upper()
+        split = urlsplit(str(environ.get("REQUEST_URI") or quote(environ.get("PATH_INFO", ""))))
+        query = str(environ.get("QUERY_STRING", ""))
+        headers = _headers(environ)
+        length = int(environ.get("CONTENT_LENGTH") or 0)  # waitress has checked it and read the body
+        body = environ["wsgi.input"].read(length) if length else b""
+        try:
+            if split.path.rstrip("/") == WEBHOOK_PATH and method == "POST":
+                status, out, payload = self.handle_events(query, headers, body)
+            elif split.path.startswith(ROUTE_PREFIX + "/") or split.path == ROUTE_PREFIX:
+                status, out, payload = self.handle_http(method, split.path, query, headers, body)
+            else:
+                status, out, payload = _error(404, f"nothing at {split.path}")
+        except Exception as exc:
+            log.exception("function failed: %s %s", method, split.path)
+            status, out, payload = _error(500, f"function failed: {type(exc).__name__}")
+        response_headers = [(k, v) for k, v in out.items() if k.lower() not in _HOP_BY_HOP]
+        response_headers.append(("Content-Length", str(len(payload))))
+        start_response(f"{status} {HTTPStatus(status).phrase}", response_headers)
+        return [] if method == "HEAD" else [payload]
 
     # ------------------------------------------------------------------ dispatch
 
@@ -191,38 +234,11 @@ def _error(status: int, message: str) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps({"error": message}).encode()
 
 
-def _make_handler(host: LocalHost) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "devhost"
-
-        def _dispatch(self) -> None:
-            split = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            try:
-                if split.path.rstrip("/") == WEBHOOK_PATH and self.command == "POST":
-                    status, out, payload = host.handle_events(split.query, headers, body)
-                elif split.path.startswith(ROUTE_PREFIX + "/") or split.path == ROUTE_PREFIX:
-                    status, out, payload = host.handle_http(self.command, split.path, split.query, headers, body)
-                else:
-                    status, out, payload = _error(404, f"nothing at {split.path}")
-            except Exception as exc:
-                log.exception("function failed: %s %s", self.command, split.path)
-                status, out, payload = _error(500, f"function failed: {type(exc).__name__}")
-            self.send_response(status)
-            for key, value in out.items():
-                if key.lower() not in ("content-length", "connection"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
-
-    return Handler
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers from a WSGI environ, with lower-case names as the worker gives them."""
+    headers = {key[5:].replace("_", "-").lower(): str(value) for key, value in environ.items()
+               if key.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = str(environ[key])
+    return headers

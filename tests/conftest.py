@@ -33,6 +33,7 @@ from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import FaultProxy
 from tests.helpers import (
     HOST_BODY_LIMIT,
+    HOST_CLIENT_TIMEOUT,
     ROOT,
     SRC_ROWS,
     BlobCalls,
@@ -252,7 +253,7 @@ def host(
 ) -> Iterator[RunningHost]:
     """The local host of `make run` (``python -m devhost --no-azurite``), on a free port, with its own containers.
 
-    Its request body limit is ``HOST_BODY_LIMIT``.
+    Its request body limit is ``HOST_BODY_LIMIT``; it closes connections idle for ``HOST_CLIENT_TIMEOUT`` s.
     """
     suffix = uuid.uuid4().hex[:10]
     env = app_free_env({
@@ -267,7 +268,8 @@ def host(
     log = tmp_path_factory.mktemp("devhost") / "devhost.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--no-azurite", "--func", "never", "--port", str(port), "--poll", "0.1"],
+            [sys.executable, "-m", "devhost", "--no-azurite", "--func", "never", "--port", str(port), "--poll", "0.1",
+             "--client-timeout", str(HOST_CLIENT_TIMEOUT)],
             cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
         )
     running = RunningHost(f"http://127.0.0.1:{port}", log,

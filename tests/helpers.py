@@ -462,6 +462,7 @@ def make_app(calls: BlobCalls) -> func.FunctionApp:
 # --------------------------------------------------------------------------- the local host over HTTP
 
 HOST_BODY_LIMIT = 2 * 1024 * 1024  # the ``host`` fixture's RECOMPRESS_MAX_BODY_SIZE
+HOST_CLIENT_TIMEOUT = 2  # seconds the ``host`` fixture's server keeps an idle connection
 
 
 @dataclass

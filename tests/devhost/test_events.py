@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from devhost.events import event_grid_backoff
+from devhost.events import EventPump, Subscription, event_grid_backoff
+from shared.report import SOURCE_ETAG_KEY
 from tests.helpers import FlakyRig, Recorder, pump_for
 
 
@@ -80,3 +81,40 @@ def test_a_delivery_that_keeps_failing_is_given_up_after_the_last_attempt(
 
 def test_the_default_backoff_doubles_up_to_thirty_seconds() -> None:
     assert [event_grid_backoff(attempt) for attempt in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+
+
+def test_at_start_every_input_without_a_current_output_or_quarantine_copy_fires(
+    service: BlobServiceClient, containers: tuple[ContainerClient, ...], recorder: Recorder
+) -> None:
+    source, output = containers[0], containers[1]
+    quarantine = service.get_container_client(f"q-{source.container_name}")
+    quarantine.create_container()
+
+    def upload(name: str) -> str:
+        return str(source.get_blob_client(name).upload_blob(b"x" * len(name), overwrite=True)["etag"]).strip('"')
+
+    upload("new.parquet")  # uploaded while the host was down
+    output.get_blob_client("done.parquet").upload_blob(b"out", metadata={SOURCE_ETAG_KEY: upload("done.parquet")})
+    old = upload("changed.parquet")
+    output.get_blob_client("changed.parquet").upload_blob(b"out", metadata={SOURCE_ETAG_KEY: old})
+    upload("changed.parquet")  # a new version since its output was written
+    quarantine.get_blob_client("bad.parquet").upload_blob(b"copy", metadata={SOURCE_ETAG_KEY: upload("bad.parquet")})
+    pump = EventPump(service, [Subscription("f", source.container_name, recorder.url)],
+                     done_in=(output.container_name, quarantine.container_name))
+
+    assert pump.snapshot() == 2
+    assert pump.poll_once() == 2
+
+    fired = sorted(events[0]["subject"].rsplit("/", 1)[1] for _, events in recorder.received)
+    assert fired == ["changed.parquet", "new.parquet"]
+    quarantine.delete_container()
+
+
+def test_at_start_a_missing_output_container_means_nothing_is_done_yet(
+    service: BlobServiceClient, containers: tuple[ContainerClient, ...], recorder: Recorder
+) -> None:
+    containers[0].get_blob_client("first.parquet").upload_blob(b"x")
+    pump = EventPump(service, [Subscription("f", containers[0].container_name, recorder.url)],
+                     done_in=("no-such-container", "nor-this-one"))
+
+    assert pump.snapshot() == 1
