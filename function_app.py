@@ -25,6 +25,7 @@ from shared.errors import (
     RecompressError,
     StorageError,
     UnsupportedError,
+    body_too_large,
 )
 from shared.reencode import release_memory_promptly
 from shared.report import log
@@ -193,9 +194,7 @@ def _query(req: func.HttpRequest, key: str, parse: Callable[[str, str], Any]) ->
 
 
 def _too_large(size: int, limit: int) -> func.HttpResponse:
-    return _json(413, {"error": f"request body: {size} bytes is over the {limit}-byte limit "
-                                f"(RECOMPRESS_MAX_BODY_SIZE); upload the file to the input container instead",
-                       "kind": "PayloadTooLarge"})
+    return _json(413, {"error": body_too_large(size, limit), "kind": "PayloadTooLarge"})
 
 
 def _json(status: int, payload: dict[str, Any]) -> func.HttpResponse:

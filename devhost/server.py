@@ -11,7 +11,7 @@ hooks are specialised here, both documented class attributes of its channel:
   its decoded bytes pass it. Either way the rest is never read.
 * ``error_task_class``: what waitress answers by itself (413, 400 for a
   malformed request, 500) comes in the app's JSON error shape, the 413 with
-  the very message ``function_app._too_large`` gives.
+  the very message the app gives (``shared.errors.body_too_large``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from waitress.server import create_server
 from waitress.task import ErrorTask
 from waitress.utilities import RequestEntityTooLarge
 
+from shared.errors import body_too_large
+
 #: Connections the kernel queues for the server before it accepts them.
 BACKLOG = 1024
 #: waitress's own cap, a backstop well above the app's limit: the parser below enforces that one exactly.
@@ -39,13 +41,6 @@ _WIRE_SLACK = 1024 * 1024
 #: with unread data. What is read is discarded, so memory stays flat (nginx's "lingering close").
 LINGER_SECONDS = 10.0
 LINGER_BYTES = 64 * 1024 * 1024
-
-
-def too_large_message(size: int | None, limit: int) -> str:
-    """The app's 413 message (see ``function_app._too_large``); ``size`` is None when the body is chunked."""
-    amount = f"{size} bytes" if size is not None else f"more than {limit} bytes (chunked)"
-    return (f"request body: {amount} is over the {limit}-byte limit (RECOMPRESS_MAX_BODY_SIZE); "
-            "upload the file to the input container instead")
 
 
 def _channel_class(limit: int) -> type[HTTPChannel]:
@@ -70,7 +65,7 @@ def _channel_class(limit: int) -> type[HTTPChannel]:
             error = request.error
             if isinstance(error, RequestEntityTooLarge):
                 size = None if request.chunked else int(request.content_length)
-                payload = {"error": too_large_message(size, limit), "kind": "PayloadTooLarge"}
+                payload = {"error": body_too_large(size, limit), "kind": "PayloadTooLarge"}
             else:
                 payload = {"error": f"{error.reason}: {error.body}", "kind": str(error.reason).replace(" ", "")}
             body = json.dumps(payload).encode()

@@ -112,6 +112,13 @@ class PartMismatchError(VerificationError):
 QUARANTINABLE: tuple[type[RecompressError], ...] = (InputError,)
 
 
+def body_too_large(size: int | None, limit: int) -> str:
+    """The 413 message, one for the app and the local host; ``size`` is None for a chunked body."""
+    amount = f"{size} bytes" if size is not None else f"more than {limit} bytes (chunked)"
+    return (f"request body: {amount} is over the {limit}-byte limit (RECOMPRESS_MAX_BODY_SIZE); "
+            "upload the file to the input container instead")
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's text (or its type), short enough for a one-line message."""
     text = str(exc).strip()
