@@ -12,7 +12,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from devhost.azurite import Azurite, connection_string, free_port
 from shared import blobs
-from shared.errors import InputError, TransformError
+from shared.errors import InputError, MissingContainerError, TransformError
 from shared.report import Report
 from shared.settings import STORAGE_CONNECTION, Settings
 from tests.faults import Fault, FaultProxy
@@ -292,3 +292,15 @@ def test_a_failing_transform_fails_the_run_loudly_and_quarantines_nothing(
 
     assert list(containers[1].list_blobs()) == []
     assert not service.get_container_client(settings.quarantine_container).exists(), "a bug is not bad input"
+
+
+def test_a_missing_output_container_is_named_as_such_not_blamed_on_the_blob(
+    settings: Settings, containers: tuple[ContainerClient, ContainerClient],
+) -> None:
+    upload(containers[0], "c.parquet", parquet_bytes(sample_table()))
+    settings = settings.with_overrides(output_container="no-such-output")
+
+    with pytest.raises(MissingContainerError) as caught:
+        blobs.process_named_blob("c.parquet", settings)
+
+    assert str(caught.value).startswith("container 'no-such-output': does not exist; create it")
