@@ -24,6 +24,9 @@ from bench.report import tables, text
 from bench.results import Run, Section
 from bench.targets import MAIN_INPUT
 
+#: The engines whose zstd level is swept, and whose memory is checked against input size: both modes.
+SWEEP_WAYS = LARGE_WAYS = (ways.EXACT, ways.REENCODE)
+
 
 def log(message: str) -> None:
     print(message, flush=True)
@@ -47,6 +50,23 @@ def _levels(raw: str) -> list[int]:
     return levels
 
 
+def _app_ways(raw: str) -> list[str]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [n for n in names if n not in ways.APP_WAYS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(ways.APP_WAYS)} (got {raw!r})")
+    return names
+
+
+def _local_ways(raw: str) -> list[str]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    known = [w.name for w in ways.local_ways()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(known)} (got {raw!r})")
+    return names
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each way on each input (default 3)")
@@ -57,7 +77,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="also check peak RSS on a ~2 GB input (generates it once: ~2.3 GB of disk, minutes)")
     parser.add_argument("--levels", type=_levels, default=[1, 3, 6, 9],
                         help="zstd levels for the app's level sweep (default 1,3,6,9; empty to skip)")
+    parser.add_argument("--ways", type=_local_ways, default=None,
+                        help="comma list of ways for the local comparison (default: all of "
+                             f"{','.join(w.name for w in ways.local_ways())})")
+    parser.add_argument("--sweep-ways", type=_app_ways, default=list(SWEEP_WAYS),
+                        help=f"app ways for the level sweep (default {','.join(SWEEP_WAYS)})")
+    parser.add_argument("--large-ways", type=_app_ways, default=list(LARGE_WAYS),
+                        help=f"app ways for the memory-vs-size check (default {','.join(LARGE_WAYS)})")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: one repeat, no blob comparison, no level sweep (figures not for keeping)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.skip_blob, args.levels = 1, True, []
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
@@ -80,21 +111,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         datagen.ensure(datagen.LARGE, log)
         _record(run, datagen.LARGE)
 
-    log(f"local: {len(specs)} inputs × 5 ways × {args.repeats} repeats")
-    local_ways = ways.local_ways(app_root)
+    local_ways = [w for w in ways.local_ways(app_root) if args.ways is None or w.name in args.ways]
+    log(f"local: {len(specs)} inputs × {len(local_ways)} ways × {args.repeats} repeats")
     run.sections["local"] = Section.of("local", "Local file → file", local_ways,
                                        run_local(specs, local_ways, args.repeats, log))
     if on_mixed and not args.skip_blob:
         _blob(run, args.repeats, app_root)
-    if on_mixed and args.levels:
-        log(f"level sweep: {args.levels}")
-        sweep_ways = [ways.app(level, root=app_root) for level in args.levels]
+    if on_mixed and args.levels and args.sweep_ways:
+        log(f"level sweep: {', '.join(args.sweep_ways)} at {args.levels}")
+        sweep_ways = [ways.app(level, root=app_root, kind=kind) for kind in args.sweep_ways for level in args.levels]
         run.sections["sweep"] = Section.of("sweep", "App zstd level sweep", sweep_ways,
                                            run_local([datagen.SPECS[MAIN_INPUT]], sweep_ways, args.repeats, log,
                                                      warm_up=False))
-    if args.large and on_mixed:
-        log("memory vs input size")
-        size_ways = [ways.app(root=app_root)]
+    if args.large and on_mixed and args.large_ways:
+        log(f"memory vs input size: {', '.join(args.large_ways)}")
+        size_ways = [ways.app(root=app_root, kind=kind) for kind in args.large_ways]
         run.sections["large"] = Section.of("large", "App peak memory vs input size", size_ways,
                                            run_local([datagen.SPECS[MAIN_INPUT], datagen.LARGE], size_ways,
                                                      args.repeats, log, warm_up=False))
