@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import DATA, RESULTS_MD, RESULTS_PNG, chart, datagen, document, ways
+from bench import DATA, RESULTS_MD, RESULTS_PNG, chart, datagen, document, local, ways
 from bench.local import run_local
 from bench.machine import CpuTimes, interference
 from bench.report import tables, text
@@ -84,6 +84,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"app ways for the level sweep (default {','.join(SWEEP_WAYS)})")
     parser.add_argument("--large-ways", type=_app_ways, default=list(LARGE_WAYS),
                         help=f"app ways for the memory-vs-size check (default {','.join(LARGE_WAYS)})")
+    parser.add_argument("--retries", type=int, default=local.RETRIES,
+                        help=f"reruns of a disturbed run, each after waiting up to 20 s for quiet (default "
+                             f"{local.RETRIES}; lower it when the machine is never quiet, and read the notes)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: one repeat, no blob comparison, no level sweep (figures not for keeping)")
     args = parser.parse_args(argv)
@@ -91,11 +94,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.repeats, args.skip_blob, args.levels = 1, True, []
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.retries < 0:
+        parser.error("--retries must be 0 or more")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    local.RETRIES = args.retries
     started = time.perf_counter()
     cpu_at_start = CpuTimes.now()
     app_root = ways.snapshot_app()

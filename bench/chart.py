@@ -99,6 +99,6 @@ def draw(run: Run, path: Path) -> None:
             axis.margins(x=0.18)
     figure.suptitle(f"python -m bench, {run.started} (medians of {run.repeats}; dashed: targets for the app's ways)",
                     fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.99))
     figure.savefig(path, dpi=90)
     plt.close(figure)

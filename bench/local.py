@@ -22,6 +22,7 @@ from bench.ways import Way, app_mode
 
 Samples = dict[str, dict[str, list[Sample]]]
 Log = Callable[[str], None]
+#: Reruns of a disturbed run (``--retries``); each first waits up to 20 s for the machine to quiet down.
 RETRIES = 2
 
 

@@ -56,11 +56,12 @@ def _local(run: Run) -> list[Target]:
     out = []
     for way, name, limit in LOCAL_TARGETS:
         value, best = metric(section.get(MAIN_INPUT, way), name), best_peer(section, MAIN_INPUT, name, TARGET_PEERS)
-        what, unit, scale = ("wall", "s", 1.0) if name == "wall_s" else ("peak RSS", "MB", 1e6)
+        what, unit, scale, digits = ("wall", "s", 1.0, 2) if name == "wall_s" else ("peak RSS", "MB", 1e6, 0)
         best_word = "fastest" if name == "wall_s" else "lowest"
         goal = f"{way}: local {what} ≤ {limit} × {best_word} of pyarrow/polars/DuckDB on {MAIN_INPUT}"
         out.append(_judge(goal, value, limit * best,
-                          f"{value / scale:.2f} {unit} vs {best / scale:.2f} {unit} ({value / best:.2f}×)"))
+                          f"{value / scale:.{digits}f} {unit} vs {best / scale:.{digits}f} {unit} "
+                          f"({value / best:.2f}×)"))
     return out
 
 
