@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu_at_start = CpuTimes.now()
     app_root = ways.snapshot_app()
     run = Run(command=shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
-              started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), repeats=args.repeats)
+              started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), repeats=args.repeats, retries=args.retries)
     specs = [datagen.SPECS[name] for name in args.only]
     log(f"inputs in {DATA}")
     for spec in specs:
@@ -156,17 +156,21 @@ def _record(run: Run, spec: datagen.Spec) -> None:
 
 
 def _failures(run: Run) -> list[str]:
-    """A note for every way that failed or stayed disturbed in some repeat: its medians are less sure."""
+    """A note for every way that failed, and one per section listing the ways with disturbed runs kept."""
     notes = []
     for section in run.sections.values():
+        disturbed = []
         for name, by_way in section.summaries.items():
             for way, summary in by_way.items():
                 if summary.failures:
                     notes.append(f"{section.title}: {way} on {name} failed {summary.failures} of "
                                  f"{summary.failures + summary.runs} runs ({summary.error})")
                 if summary.disturbed:
-                    notes.append(f"{section.title}: {summary.disturbed} of {summary.runs} runs of {way} on {name} "
-                                 "were disturbed by other work on the machine even after retries")
+                    disturbed.append(f"{way} on {name} {summary.disturbed}/{summary.runs}")
+        if disturbed:
+            notes.append(f"{section.title}: runs disturbed by other work on the machine even after "
+                         f"{run.retries} retr{'y' if run.retries == 1 else 'ies'} (their wall times are less sure; "
+                         f"CPU, RSS and bytes much less affected): " + ", ".join(disturbed))
     return notes
 
 

@@ -25,7 +25,8 @@ Wall is the parent's clock around the child; CPU is the child's user + system ti
 both from `os.wait4`. Output is the size of the file (or blob) written. Ratios (×best peer) are to the lowest value
 among the peers (notes, pyarrow, polars, DuckDB; never another app way) on that input in the same run.
 MB = 10⁶ bytes. A run during which the rest of the machine used more than 0.25 CPU s + 10 % of the run's wall time
-(another process taking a core) is run again, up to twice, and the least disturbed attempt is kept.
+(another process taking a core) is run again, up to {retries} time(s) (`--retries`), and the least disturbed
+attempt is kept.
 
 Ways: the app is `python -m shared recompress SRC DST --json`, run from a copy of `shared/` taken when the run
 started (the commit below, plus any uncommitted changes it had then), four ways: **app** at its default settings
@@ -94,7 +95,7 @@ def write(run: Run, path: Path, chart: bool) -> None:
         codec, groups, encodings = _layout(spec.path)
         lines.append(f"| {name} | {spec.writer} | {codec} | {groups} | {encodings} | {run.input_rows.get(name, 0):,} "
                      f"| {size / 1e6:.1f} | {INPUTS.get(name, '')} |")
-    lines += ["", "## Method", "", METHOD, ""]
+    lines += ["", "## Method", "", METHOD.format(retries=run.retries), ""]
     for title, headers, rows in tables(run, labels=False):
         lines += [f"## {title}", "", markdown(headers, rows), ""]
     if run.notes:
