@@ -17,12 +17,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import DATA, RESULTS_MD, RESULTS_PNG, chart, datagen, document, ways
+from bench import DATA, RESULTS_MD, RESULTS_PNG, chart, datagen, document, local, ways
 from bench.local import run_local
 from bench.machine import CpuTimes, interference
 from bench.report import tables, text
 from bench.results import Run, Section
 from bench.targets import MAIN_INPUT
+
+#: The engines whose zstd level is swept, and whose memory is checked against input size: both modes.
+SWEEP_WAYS = LARGE_WAYS = (ways.EXACT, ways.REENCODE)
 
 
 def log(message: str) -> None:
@@ -47,6 +50,23 @@ def _levels(raw: str) -> list[int]:
     return levels
 
 
+def _app_ways(raw: str) -> list[str]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [n for n in names if n not in ways.APP_WAYS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(ways.APP_WAYS)} (got {raw!r})")
+    return names
+
+
+def _local_ways(raw: str) -> list[str]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    known = [w.name for w in ways.local_ways()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(known)} (got {raw!r})")
+    return names
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each way on each input (default 3)")
@@ -57,19 +77,36 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="also check peak RSS on a ~2 GB input (generates it once: ~2.3 GB of disk, minutes)")
     parser.add_argument("--levels", type=_levels, default=[1, 3, 6, 9],
                         help="zstd levels for the app's level sweep (default 1,3,6,9; empty to skip)")
+    parser.add_argument("--ways", type=_local_ways, default=None,
+                        help="comma list of ways for the local comparison (default: all of "
+                             f"{','.join(w.name for w in ways.local_ways())})")
+    parser.add_argument("--sweep-ways", type=_app_ways, default=list(SWEEP_WAYS),
+                        help=f"app ways for the level sweep (default {','.join(SWEEP_WAYS)})")
+    parser.add_argument("--large-ways", type=_app_ways, default=list(LARGE_WAYS),
+                        help=f"app ways for the memory-vs-size check (default {','.join(LARGE_WAYS)})")
+    parser.add_argument("--retries", type=int, default=local.RETRIES,
+                        help=f"reruns of a disturbed run, each after waiting up to 20 s for quiet (default "
+                             f"{local.RETRIES}; lower it when the machine is never quiet, and read the notes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: one repeat, no blob comparison, no level sweep (figures not for keeping)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.skip_blob, args.levels = 1, True, []
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.retries < 0:
+        parser.error("--retries must be 0 or more")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    local.RETRIES = args.retries
     started = time.perf_counter()
     cpu_at_start = CpuTimes.now()
     app_root = ways.snapshot_app()
     run = Run(command=shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
-              started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), repeats=args.repeats)
+              started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), repeats=args.repeats, retries=args.retries)
     specs = [datagen.SPECS[name] for name in args.only]
     log(f"inputs in {DATA}")
     for spec in specs:
@@ -80,21 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         datagen.ensure(datagen.LARGE, log)
         _record(run, datagen.LARGE)
 
-    log(f"local: {len(specs)} inputs × 5 ways × {args.repeats} repeats")
-    local_ways = ways.local_ways(app_root)
+    local_ways = [w for w in ways.local_ways(app_root) if args.ways is None or w.name in args.ways]
+    log(f"local: {len(specs)} inputs × {len(local_ways)} ways × {args.repeats} repeats")
     run.sections["local"] = Section.of("local", "Local file → file", local_ways,
                                        run_local(specs, local_ways, args.repeats, log))
     if on_mixed and not args.skip_blob:
         _blob(run, args.repeats, app_root)
-    if on_mixed and args.levels:
-        log(f"level sweep: {args.levels}")
-        sweep_ways = [ways.app(level, root=app_root) for level in args.levels]
+    if on_mixed and args.levels and args.sweep_ways:
+        log(f"level sweep: {', '.join(args.sweep_ways)} at {args.levels}")
+        sweep_ways = [ways.app(level, root=app_root, kind=kind) for kind in args.sweep_ways for level in args.levels]
         run.sections["sweep"] = Section.of("sweep", "App zstd level sweep", sweep_ways,
                                            run_local([datagen.SPECS[MAIN_INPUT]], sweep_ways, args.repeats, log,
                                                      warm_up=False))
-    if args.large and on_mixed:
-        log("memory vs input size")
-        size_ways = [ways.app(root=app_root)]
+    if args.large and on_mixed and args.large_ways:
+        log(f"memory vs input size: {', '.join(args.large_ways)}")
+        size_ways = [ways.app(root=app_root, kind=kind) for kind in args.large_ways]
         run.sections["large"] = Section.of("large", "App peak memory vs input size", size_ways,
                                            run_local([datagen.SPECS[MAIN_INPUT], datagen.LARGE], size_ways,
                                                      args.repeats, log, warm_up=False))
@@ -119,17 +156,21 @@ def _record(run: Run, spec: datagen.Spec) -> None:
 
 
 def _failures(run: Run) -> list[str]:
-    """A note for every way that failed or stayed disturbed in some repeat: its medians are less sure."""
+    """A note for every way that failed, and one per section listing the ways with disturbed runs kept."""
     notes = []
     for section in run.sections.values():
+        disturbed = []
         for name, by_way in section.summaries.items():
             for way, summary in by_way.items():
                 if summary.failures:
                     notes.append(f"{section.title}: {way} on {name} failed {summary.failures} of "
                                  f"{summary.failures + summary.runs} runs ({summary.error})")
                 if summary.disturbed:
-                    notes.append(f"{section.title}: {summary.disturbed} of {summary.runs} runs of {way} on {name} "
-                                 "were disturbed by other work on the machine even after retries")
+                    disturbed.append(f"{way} on {name} {summary.disturbed}/{summary.runs}")
+        if disturbed:
+            notes.append(f"{section.title}: runs disturbed by other work on the machine even after "
+                         f"{run.retries} retr{'y' if run.retries == 1 else 'ies'} (their wall times are less sure; "
+                         f"CPU, RSS and bytes much less affected): " + ", ".join(disturbed))
     return notes
 
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from bench.datagen import Spec
 from bench.local import Log, Samples, interleave, warm
 from bench.measure import Sample, failure, run_child
-from bench.ways import Way, blob_ways
+from bench.ways import Way, app_mode, blob_ways
 
 #: Not the name of any folder in the project root, so the CLI reads it as a container.
 CONTAINER = "bench-blob"
@@ -59,7 +59,9 @@ def run_blob(spec: Spec, repeats: int, log: Log, app_root: Path) -> tuple[Sample
                     target.delete_blob()
                 elif not error:
                     error = "no output blob"
-                return Sample(child.wall_s, child.cpu_s, child.rss_bytes, size, error, child.other_cpu_s)
+                mode, reason = app_mode(child.stdout) if way.is_app else ("", "")
+                return Sample(child.wall_s, child.cpu_s, child.rss_bytes, size, error, child.other_cpu_s, mode,
+                              reason)
 
             for way in ways:  # untimed: Node's JIT and Azurite's caches warm up on the first requests
                 run_one(spec.name, way)

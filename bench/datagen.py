@@ -1,9 +1,14 @@
-"""The reference inputs: four shapes of Parquet file, generated deterministically.
+"""The reference inputs: four shapes of Parquet file, and one of them from three writers, generated deterministically.
 
-Each file is written chunk by chunk (one seed per chunk), so the 2 GB file of
-the memory check is the 100 MB mixed file with more chunks of the same kind,
-and generating it never holds more than one chunk. The generator's version and
-the row count are stored in the file's footer; a file is reused only when both
+Each pyarrow file is written chunk by chunk (one seed per chunk), so the 2 GB
+file of the memory check is the 100 MB mixed file with more chunks of the
+same kind, and generating it never holds more than one chunk. The same mixed
+rows are also written by polars (``write_parquet``) and DuckDB (``COPY ...
+(FORMAT PARQUET)``), each with its own defaults (codec, row-group size,
+encodings, page layout): a recompressor measured only on pyarrow's files
+learns little about the files other writers produce. Those two hold the whole
+table once while writing (a few hundred MB). The generator's version and the
+row count are stored in the file's footer; a file is reused only when both
 match, so changing a generator here regenerates its files on the next run.
 """
 
@@ -32,6 +37,8 @@ from bench.columns import (
 
 #: Bump when any generator changes what it writes.
 VERSION = "2"
+#: The writers an input can come from; only pyarrow's are written with a chosen codec and row-group size.
+WRITERS = ("pyarrow", "polars", "duckdb")
 SEED = 20240611
 STAMP_KEY = b"bench.generator"
 EPOCH_MS = 1_700_000_000_000  # 2023-11-14, a plausible recent timestamp
@@ -46,6 +53,8 @@ class Spec:
     chunk_rows: int
     row_group_size: int
     make: Callable[[int, int], pa.Table]
+    #: Who writes the file: pyarrow (snappy, ``row_group_size``), or polars / DuckDB at their defaults.
+    writer: str = "pyarrow"
 
     @property
     def rows(self) -> int:
@@ -159,6 +168,9 @@ SPECS: dict[str, Spec] = {
     "wide": Spec("wide", 2, 100_000, 100_000, wide_chunk),
     "strings": Spec("strings", 3, 200_000, 200_000, strings_chunk),
     "nested": Spec("nested", 4, 250_000, 250_000, nested_chunk),
+    # The same rows as "mixed", written by the other two libraries at their defaults.
+    "mixed_polars": Spec("mixed_polars", 5, MILLION, MILLION, mixed_chunk, writer="polars"),
+    "mixed_duckdb": Spec("mixed_duckdb", 5, MILLION, MILLION, mixed_chunk, writer="duckdb"),
 }
 #: The memory check's big input: the mixed generator, twenty times the rows.
 LARGE = Spec("mixed_large", 100, MILLION, MILLION, mixed_chunk)
@@ -182,6 +194,19 @@ def ensure(spec: Spec, log: Callable[[str], None] = print) -> Path:
     DATA.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     temp = spec.path.with_suffix(".parquet.partial")
+    try:
+        {"pyarrow": _write_pyarrow, "polars": _write_polars, "duckdb": _write_duckdb}[spec.writer](spec, temp)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    temp.replace(spec.path)
+    log(f"generated {spec.path.name} with {spec.writer}: {spec.rows:,} rows, {spec.path.stat().st_size / 1e6:.1f} MB "
+        f"in {time.perf_counter() - started:.1f} s")
+    return spec.path
+
+
+def _write_pyarrow(spec: Spec, temp: Path) -> None:
+    """Chunk by chunk, snappy, ``spec.row_group_size`` rows per row group: never more than one chunk held."""
     writer: pq.ParquetWriter | None = None
     try:
         for index in range(spec.chunks):
@@ -191,14 +216,36 @@ def ensure(spec: Spec, log: Callable[[str], None] = print) -> Path:
                 writer = pq.ParquetWriter(temp, schema, compression="snappy")
             writer.write_table(chunk.replace_schema_metadata(writer.schema.metadata),
                                row_group_size=spec.row_group_size)
-        assert writer is not None
-        writer.close()
-    except BaseException:
+    finally:
         if writer is not None:
             writer.close()
-        temp.unlink(missing_ok=True)
-        raise
-    temp.replace(spec.path)
-    log(f"generated {spec.path.name}: {spec.rows:,} rows, {spec.path.stat().st_size / 1e6:.1f} MB "
-        f"in {time.perf_counter() - started:.1f} s")
-    return spec.path
+
+
+def _whole(spec: Spec) -> pa.Table:
+    return pa.concat_tables(spec.make(index, spec.chunk_rows) for index in range(spec.chunks))
+
+
+def _write_polars(spec: Spec, temp: Path) -> None:
+    """``DataFrame.write_parquet`` at polars' defaults (zstd, its row-group size), plus the stamp."""
+    import polars as pl
+
+    frame = pl.from_arrow(_whole(spec))
+    assert isinstance(frame, pl.DataFrame)
+    frame.write_parquet(temp, metadata={STAMP_KEY.decode(): spec.stamp})
+
+
+def _write_duckdb(spec: Spec, temp: Path) -> None:
+    """``COPY ... (FORMAT PARQUET)`` at DuckDB's defaults (snappy, its row-group size), plus the stamp.
+
+    One thread, so the row order and row-group boundaries can't depend on scheduling.
+    """
+    import duckdb
+
+    rows = _whole(spec)
+    quoted_dst, stamp = (text.replace("'", "''") for text in (str(temp), spec.stamp))
+    with duckdb.connect() as con:
+        con.execute("SET threads = 1")
+        con.execute("SET enable_progress_bar = false")
+        con.register("rows", rows)
+        con.execute(f"COPY (SELECT * FROM rows) TO '{quoted_dst}' "  # noqa: S608 - our own path and stamp
+                    f"(FORMAT PARQUET, KV_METADATA {{'{STAMP_KEY.decode()}': '{stamp}'}})")

@@ -18,10 +18,11 @@ import pyarrow.parquet as pq
 from bench import WORK
 from bench.datagen import Spec
 from bench.measure import Sample, failure, run_child, wait_for_quiet
-from bench.ways import Way
+from bench.ways import Way, app_mode
 
 Samples = dict[str, dict[str, list[Sample]]]
 Log = Callable[[str], None]
+#: Reruns of a disturbed run (``--retries``); each first waits up to 20 s for the machine to quiet down.
 RETRIES = 2
 
 
@@ -37,11 +38,11 @@ def interleave(inputs: Sequence[str], ways: Sequence[Way], repeats: int,
                 for _ in range(RETRIES):
                     if not (sample.ok and sample.disturbed):
                         break
-                    log(f"  [{repeat + 1}/{repeats}] {name:<12} {way.name:<8} disturbed: " + describe(sample))
+                    log(f"  [{repeat + 1}/{repeats}] {name:<12} {way.name:<15} disturbed: " + describe(sample))
                     log(f"    waited {wait_for_quiet():.0f} s for the machine to quiet down; running it again")
                     sample = min(sample, run_one(name, way), key=lambda s: (not s.ok, s.other_cpu_s))
                 samples[name][way.name].append(sample)
-                log(f"  [{repeat + 1}/{repeats}] {name:<12} {way.name:<8} " + describe(sample))
+                log(f"  [{repeat + 1}/{repeats}] {name:<12} {way.name:<15} " + describe(sample))
     return samples
 
 
@@ -49,7 +50,8 @@ def describe(sample: Sample) -> str:
     if not sample.ok:
         return f"FAILED {sample.error}"
     return (f"wall {sample.wall_s:6.2f} s  cpu {sample.cpu_s:6.2f} s  rss {sample.rss_bytes / 1e6:7.1f} MB  "
-            f"out {sample.out_bytes / 1e6:7.1f} MB  others {sample.other_cpu_s:5.2f} CPU s")
+            f"out {sample.out_bytes / 1e6:7.1f} MB  others {sample.other_cpu_s:5.2f} CPU s"
+            + (f"  [{sample.mode}]" if sample.mode else ""))
 
 
 def warm(path: Path) -> None:
@@ -104,7 +106,8 @@ def run_file(spec: Spec, way: Way, source: Path | None = None) -> Sample:
         child = run_child(way.argv(str(source or spec.path), str(out)), env=way.env(), cwd=way.cwd)
         error = failure(child) or check_output(out, spec.rows)
         size = out.stat().st_size if out.exists() else 0
-        return Sample(child.wall_s, child.cpu_s, child.rss_bytes, size, error, child.other_cpu_s)
+        mode, reason = app_mode(child.stdout) if way.is_app else ("", "")
+        return Sample(child.wall_s, child.cpu_s, child.rss_bytes, size, error, child.other_cpu_s, mode, reason)
     finally:
         out.unlink(missing_ok=True)
 

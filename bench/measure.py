@@ -43,6 +43,9 @@ class Sample:
     out_bytes: int
     error: str = ""
     other_cpu_s: float = 0.0
+    #: For the app: the mode its ``--json`` report says it ran (exact / reencode), and why.
+    mode: str = ""
+    mode_reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -64,6 +67,7 @@ class Child:
     returncode: int
     stderr: str
     other_cpu_s: float = 0.0
+    stdout: str = ""
 
 
 def run_child(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None,
@@ -87,8 +91,11 @@ def run_child(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd:
         proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it has been reaped
         err.seek(0)
         stderr = err.read().decode(errors="replace")
+        out.seek(0)
+        stdout = out.read(1024 * 1024).decode(errors="replace")
     cpu = usage.ru_utime + usage.ru_stime
-    return Child(wall, cpu, usage.ru_maxrss * 1024, proc.returncode, stderr, max(0.0, busy - cpu - helpers))
+    return Child(wall, cpu, usage.ru_maxrss * 1024, proc.returncode, stderr, max(0.0, busy - cpu - helpers),
+                 stdout)
 
 
 def busy_cpu() -> float:
@@ -151,6 +158,9 @@ class Summary:
     failures: int
     error: str = ""
     disturbed: int = 0
+    #: The app's mode over the successful runs ("exact", "reencode", "exact+reencode" if it varied; "" for peers).
+    mode: str = ""
+    mode_reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -172,4 +182,6 @@ def summarise(samples: Sequence[Sample]) -> Summary:
         len(errors),
         errors[0] if errors else "",
         sum(s.disturbed for s in good),
+        "+".join(sorted({s.mode for s in good if s.mode})),
+        next((s.mode_reason for s in good if s.mode_reason), ""),
     )

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from bench.measure import Summary
 from bench.results import METRICS, Run, Section, best_peer, metric
 from bench.targets import Target, judge
+from bench.ways import APP
 
 Row = list[str]
 
@@ -25,9 +27,12 @@ def _ratio(value: float, best: float) -> str:
 
 
 def comparison(section: Section, *, labels: bool) -> tuple[Row, list[Row]]:
-    """One row per input and way: medians, then each metric over the best peer's."""
-    headers = ["input", "way", "wall s", "CPU s", "peak RSS MB", "output MB", "wall ×best", "RSS ×best",
-               "bytes ×best"]
+    """One row per input and way: medians, then each metric over the best peer's.
+
+    ``mode`` is what the app's report says it ran (auto's pick, for ``app``); empty for the peers.
+    """
+    headers = ["input", "way", "mode", "wall s", "CPU s", "peak RSS MB", "output MB", "wall ×best peer",
+               "RSS ×best peer", "bytes ×best peer"]
     rows: list[Row] = []
     for name in section.inputs:
         best = {m: best_peer(section, name, m) for m in METRICS}
@@ -35,10 +40,10 @@ def comparison(section: Section, *, labels: bool) -> tuple[Row, list[Row]]:
             summary = section.get(name, way.name)
             if summary is None or not summary.ok:
                 error = summary.error if summary else "not run"
-                rows.append([name, way.label if labels else way.name, f"failed: {error}", *[""] * 6])
+                rows.append([name, way.label if labels else way.name, "", f"failed: {error}", *[""] * 6])
                 continue
             rows.append([
-                name, way.label if labels else way.name,
+                name, way.label if labels else way.name, summary.mode,
                 _num(summary.wall_s), _num(summary.cpu_s), _num(summary.rss_bytes / 1e6, 0),
                 _num(summary.out_bytes / 1e6, 1),
                 *(_ratio(metric(summary, m), best[m]) for m in METRICS),
@@ -47,36 +52,57 @@ def comparison(section: Section, *, labels: bool) -> tuple[Row, list[Row]]:
 
 
 def sweep(section: Section) -> tuple[Row, list[Row]]:
-    """The app at each zstd level on one input, relative to the first level listed."""
+    """Each app way at each zstd level on one input, relative to that way's first level listed."""
     name = section.inputs[0]
-    first = section.get(name, section.ways[0].name)
-    headers = ["level", "wall s", "CPU s", "peak RSS MB", "output MB", "wall ×first", "bytes ×first"]
+    headers = ["way", "level", "wall s", "CPU s", "peak RSS MB", "output MB", "wall ×first", "bytes ×first"]
     rows: list[Row] = []
+    firsts: dict[str, Summary | None] = {}
     for way in section.ways:
+        kind, _, level = way.name.partition("@")
         summary = section.get(name, way.name)
-        level = way.name.partition("@")[2]
+        first = firsts.setdefault(kind, summary)
         if summary is None or not summary.ok:
-            rows.append([level, f"failed: {summary.error if summary else 'not run'}", *[""] * 5])
+            rows.append([kind, level, f"failed: {summary.error if summary else 'not run'}", *[""] * 5])
             continue
-        rows.append([level, _num(summary.wall_s), _num(summary.cpu_s), _num(summary.rss_bytes / 1e6, 0),
+        rows.append([kind, level, _num(summary.wall_s), _num(summary.cpu_s), _num(summary.rss_bytes / 1e6, 0),
                      _num(summary.out_bytes / 1e6, 2), _ratio(summary.wall_s, metric(first, "wall_s")),
                      _ratio(summary.out_bytes, metric(first, "out_bytes"))])
     return headers, rows
 
 
 def sizes(section: Section, run: Run) -> tuple[Row, list[Row]]:
-    """The app's cost on inputs of different sizes: is its memory flat?"""
-    headers = ["input", "input MB", "rows", "wall s", "CPU s", "peak RSS MB", "output MB"]
+    """Each app way's cost on inputs of different sizes: is its memory flat?"""
+    headers = ["way", "input", "input MB", "rows", "mode", "wall s", "CPU s", "peak RSS MB", "output MB",
+               "RSS ×smallest input"]
     rows: list[Row] = []
-    for name in section.inputs:
-        summary = section.get(name, section.ways[0].name)
-        size, count = run.input_sizes.get(name, 0), run.input_rows.get(name, 0)
-        if summary is None or not summary.ok:
-            rows.append([name, _num(size / 1e6, 0), f"{count:,}",
-                         f"failed: {summary.error if summary else 'not run'}", "", "", ""])
+    for way in section.ways:
+        first = section.get(section.inputs[0], way.name)
+        for name in section.inputs:
+            summary = section.get(name, way.name)
+            size, count = run.input_sizes.get(name, 0), run.input_rows.get(name, 0)
+            if summary is None or not summary.ok:
+                rows.append([way.name, name, _num(size / 1e6, 0), f"{count:,}", "",
+                             f"failed: {summary.error if summary else 'not run'}", *[""] * 4])
+                continue
+            rows.append([way.name, name, _num(size / 1e6, 0), f"{count:,}", summary.mode, _num(summary.wall_s),
+                         _num(summary.cpu_s), _num(summary.rss_bytes / 1e6, 0), _num(summary.out_bytes / 1e6, 1),
+                         _ratio(summary.rss_bytes, metric(first, "rss_bytes"))])
+    return headers, rows
+
+
+def choices(run: Run) -> tuple[Row, list[Row]]:
+    """What auto (the ``app`` way) ran on each input, and the reason its report gives."""
+    headers = ["section", "input", "auto ran", "reason"]
+    rows: list[Row] = []
+    for section in run.sections.values():
+        if not any(w.name == APP for w in section.ways):
             continue
-        rows.append([name, _num(size / 1e6, 0), f"{count:,}", _num(summary.wall_s), _num(summary.cpu_s),
-                     _num(summary.rss_bytes / 1e6, 0), _num(summary.out_bytes / 1e6, 1)])
+        for name in section.inputs:
+            summary = section.get(name, APP)
+            if summary is None or not summary.ok:
+                rows.append([section.key, name, "failed", summary.error if summary else "not run"])
+            else:
+                rows.append([section.key, name, summary.mode or "?", summary.mode_reason])
     return headers, rows
 
 
@@ -94,6 +120,9 @@ def tables(run: Run, *, labels: bool) -> list[tuple[str, Row, list[Row]]]:
             out.append((section.title, *sizes(section, run)))
         else:
             out.append((section.title, *comparison(section, labels=labels)))
+    auto = choices(run)
+    if auto[1]:
+        out.append(("What auto chose", *auto))
     out.append(("Targets", *targets_table(judge(run))))
     return out
 
@@ -103,7 +132,7 @@ def text(headers: Row, rows: list[Row]) -> str:
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: Row) -> str:
-        return "  ".join(c.rjust(w) if i >= 2 or c[:1].isdigit() else c.ljust(w)
+        return "  ".join(c.rjust(w) if c[:1].isdigit() or c == "—" else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])

@@ -41,6 +41,8 @@ class Run:
     command: str
     started: str
     repeats: int
+    #: Reruns allowed for a disturbed run (``--retries``).
+    retries: int = 2
     input_sizes: dict[str, int] = field(default_factory=dict)
     input_rows: dict[str, int] = field(default_factory=dict)
     sections: dict[str, Section] = field(default_factory=dict)

@@ -1,8 +1,11 @@
 """The ways of recompressing being compared, each as the command line of a child process.
 
 The app is run through its real CLI (``python -m shared recompress``) so its
-start-up and imports count, as they do for every invocation in production;
-each peer is a script in ``bench/peers``. Children get the benchmark's
+start-up and imports count, as they do for every invocation in production,
+once per engine: ``app`` (auto: the default, which picks exact or re-encode per
+file), ``app-exact`` (full proof), ``app-exact-pages`` (``--verify pages``) and
+``app-reencode``. Every app way asks for ``--json`` so the mode it actually
+ran is read from its report. Each peer is a script in ``bench/peers``. Children get the benchmark's
 environment without any ``RECOMPRESS_*`` setting, so the app runs at its
 defaults unless a way says otherwise, and without ``PYTHONDONTWRITEBYTECODE``:
 an installed app runs from cached bytecode, so recompiling the project's
@@ -11,6 +14,7 @@ modules on every run would charge the app a start-up cost it doesn't have.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -21,6 +25,16 @@ from pathlib import Path
 from bench import PEERS, ROOT, WORK
 
 APP = "app"
+EXACT, EXACT_PAGES, REENCODE = "app-exact", "app-exact-pages", "app-reencode"
+#: Every way of running the app, in the order they are reported: auto first, then each engine.
+APP_WAYS = (APP, EXACT, EXACT_PAGES, REENCODE)
+#: What each app way passes to the CLI, beyond SRC, DST and the level.
+APP_FLAGS: dict[str, tuple[str, ...]] = {
+    APP: (),
+    EXACT: ("--mode", "exact"),
+    EXACT_PAGES: ("--mode", "exact", "--verify", "pages"),
+    REENCODE: ("--mode", "reencode"),
+}
 #: The peers the local targets are measured against (the notes' way is a baseline, not a target).
 TARGET_PEERS = ("pyarrow", "polars", "duckdb")
 #: Inherited settings that would skew a child: the caller's storage, and no bytecode cache.
@@ -57,16 +71,29 @@ def snapshot_app() -> Path:
     return root
 
 
-def app(level: int | None = None, env: Mapping[str, str] | None = None, root: Path = ROOT) -> Way:
-    """The app's CLI from ``root``, at its default zstd level or at ``level``."""
-    extra = ["--level", str(level)] if level is not None else []
+def app(level: int | None = None, env: Mapping[str, str] | None = None, root: Path = ROOT,
+        kind: str = APP) -> Way:
+    """The app's CLI from ``root`` as way ``kind`` (one of :data:`APP_WAYS`), at its default level or ``level``."""
+    flags = [*APP_FLAGS[kind], *(["--level", str(level)] if level is not None else [])]
 
     def argv(src: str, dst: str) -> list[str]:
-        return [sys.executable, "-m", "shared", "recompress", src, dst, "--no-progress", *extra]
+        return [sys.executable, "-m", "shared", "recompress", src, dst, "--no-progress", "--json", *flags]
 
-    name = APP if level is None else f"{APP}@{level}"
-    label = "app CLI" if level is None else f"app CLI --level {level}"
+    name = kind if level is None else f"{kind}@{level}"
+    label = " ".join(["app CLI", *flags]) if flags else "app CLI (auto)"
     return Way(name, label, argv, is_app=True, extra_env=dict(env or {}), cwd=root)
+
+
+def app_mode(stdout: str) -> tuple[str, str]:
+    """The mode and its reason from the app's ``--json`` report (its last line), or empty strings."""
+    lines = stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return "", ""
+    if not isinstance(report, dict):
+        return "", ""
+    return str(report.get("mode") or ""), str(report.get("mode_reason") or "")
 
 
 def peer(name: str, label: str, script: str, env: Mapping[str, str] | None = None) -> Way:
@@ -80,9 +107,9 @@ def peer(name: str, label: str, script: str, env: Mapping[str, str] | None = Non
 
 
 def local_ways(app_root: Path = ROOT) -> list[Way]:
-    """Everything compared on local files: the app, the notes' way and the three libraries."""
+    """Everything compared on local files: the app's four ways, the notes' way and the three libraries."""
     return [
-        app(root=app_root),
+        *(app(root=app_root, kind=kind) for kind in APP_WAYS),
         peer("notes", "notes' way (BytesIO, pandas)", "notes_local.py"),
         peer("pyarrow", "pyarrow read_table+write_table", "pyarrow_rw.py"),
         peer("polars", "polars read+write_parquet", "polars_rw.py"),
