@@ -70,6 +70,13 @@ def test_small_row_groups_are_worth_a_re_encode() -> None:
     assert choice == plan.Choice("reencode", "reencode: coalesces 10 row groups into 1")
 
 
+def test_coalescing_that_does_not_halve_the_row_groups_is_not_worth_a_re_encode() -> None:
+    choice = auto(parquet_bytes(sample_table(3000), row_group_size=1000), row_group_size=2000)
+
+    assert choice == plan.Choice("exact", "exact: coalescing 3 row groups into 2 gains too little to decode and "
+                                          "re-encode")
+
+
 def test_one_big_row_group_goes_to_exact_because_nothing_is_gained() -> None:
     choice = auto(parquet_bytes(sample_table(1000)))
 
