@@ -339,37 +339,27 @@ def _input_encodings(meta: footer.FileMeta) -> dict[str, frozenset[str]]:
     return {path: frozenset(found) for path, found in allowed.items()}
 
 
-#: PageEncodingStats.page_type, and the writer's ``data_page_version`` each data page type is written by.
-_ES_PAGE_TYPE, _ES_ENCODING = 1, 2
+#: The writer's ``data_page_version`` each data page type is written by.
 _PAGE_VERSIONS = {pages.DATA_PAGE: readers.V1, pages.DATA_PAGE_V2: readers.V2}
-#: Bytes read to find one data page header where the footer does not say the page types.
+#: Bytes read to find one data page header.
 _HEADER_PEEK = 64 * 1024
 
 
 def _page_versions(meta: footer.FileMeta, source: Any, name: str) -> frozenset[str]:
-    """The data page versions the input used: from the footer's encoding stats, else from one page header.
+    """The data page version the input used, from the header of its first data page.
 
-    Most writers record each page type in ColumnMetaData.encoding_stats. For a
-    chunk without them, the first data page's header is read (once per column,
-    first row group that has it): a few bytes, however large the file. A
-    header that cannot be read adds nothing; with nothing known, v1 is written.
+    Not from ColumnMetaData.encoding_stats: pyarrow records its v2 pages there
+    as DATA_PAGE. Writers choose the version for a whole file (pyarrow's
+    ``data_page_version``, parquet-mr's ``parquet.writer.version``), so one
+    header, a few bytes however large the file, says it. Nothing known (no
+    rows, an unreadable header) means v1 is written, which every reader reads.
     """
-    found: set[str] = set()
-    peeked: set[str] = set()
     for group in meta.row_groups:
         for chunk in group.columns:
             column = chunk.meta_data
-            if column is None or not column.num_values:
-                continue
-            stats = column.tree.get_structs(footer.CM_ENCODING_STATS)
-            if stats:
-                found.update(_PAGE_VERSIONS[t] for s in stats if (t := s.get_int(_ES_PAGE_TYPE)) in _PAGE_VERSIONS)
-                continue
-            path = ".".join(column.path_in_schema)
-            if path not in peeked:
-                peeked.add(path)
-                found.update(_first_page_version(source, column, name))
-    return frozenset(found)
+            if column is not None and column.num_values:
+                return frozenset(_first_page_version(source, column, name))
+    return frozenset()
 
 
 def _first_page_version(source: Any, column: footer.ColumnMeta, name: str) -> set[str]:
@@ -380,7 +370,8 @@ def _first_page_version(source: Any, column: footer.ColumnMeta, name: str) -> se
         length = max(0, min(_HEADER_PEEK, column.chunk_start() + column.total_compressed_size - offset,
                             int(reader.size()) - offset))
         header, _ = pages.parse_header(footer.read_exactly(reader, offset, length, name, "a page header"), 0, 0)
-    except (pages.PageError, thrift.ThriftError, ValueError, OSError, pa.ArrowException):
+    except (pages.PageError, thrift.ThriftError, ValueError, OSError, pa.ArrowException, DamagedError,
+            NotParquetError):
         return set()
     version = _PAGE_VERSIONS.get(header.get_int(pages.PH_TYPE) or -1)
     return {version} if version else set()
@@ -390,9 +381,10 @@ def policy_problem(part: pa.Buffer, allowed: readers.Allowed, page_version: str)
     """What in a written part the reader policy forbids, or None: the writer's choices, checked, not trusted.
 
     The footer lists every encoding each chunk used (the writer may fall back
-    from dictionary to PLAIN, or write RLE booleans in v2 pages), and its
-    encoding stats name each page's type.
+    from dictionary to PLAIN, or write RLE booleans in v2 pages), and each
+    chunk's first data page header says its version.
     """
+    source = pa.BufferReader(part)
     meta = footer.footer_from_bytes(memoryview(part), "part").meta
     for group in meta.row_groups:
         for chunk in group.columns:
@@ -404,10 +396,10 @@ def policy_problem(part: pa.Buffer, allowed: readers.Allowed, page_version: str)
             extra = sorted(used - allowed.written_ok(path))
             if extra:
                 return f"column {path!r} was written with {', '.join(extra)}"
-            for stats in column.tree.get_structs(footer.CM_ENCODING_STATS):
-                version = _PAGE_VERSIONS.get(stats.get_int(_ES_PAGE_TYPE) or -1)
-                if version is not None and version != page_version:
-                    return f"column {path!r} has data page v{version[0]}, expected v{page_version[0]}"
+            versions = _first_page_version(source, column, "part") if column.num_values else {page_version}
+            if versions != {page_version}:
+                return f"column {path!r} has data pages of version {sorted(versions) or 'unknown'}, " \
+                       f"expected {page_version}"
     return None
 
 
