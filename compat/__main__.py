@@ -140,7 +140,8 @@ def judge(outputs: list[Output], results: dict[str, dict[str, dict[str, Any]]]
           ) -> tuple[dict[tuple[str, str], Cell], list[str]]:
     """A cell per output and reader, and a line for each break of the rule."""
     cells: dict[tuple[str, str], Cell] = {}
-    breaks: list[str] = []
+    breaks = [f"{o.source.name} [{o.variant}]: the app's own policy check refused it: {o.note}"
+              for o in outputs if "check: reader policy" in o.note]  # the writer disobeyed the plan
     for output in outputs:
         read_input = [r for r in READERS if "digest" in results[r].get(str(output.source), {})]
         held = readers.readers_held(output.policy, read_input)
@@ -209,6 +210,9 @@ def matrix_markdown(outputs: list[Output], measured: list[Output], cells: dict[t
         row = [output.source.name, output.variant, output.mode, str(output.size), used_encodings(output.path)]
         row += [_mark(cells[(_key(output), r)]) for r in READERS]
         lines.append("| " + " | ".join(_escape(c) for c in row) + " |")
+    refused = ["| input | variant | why |", "|---|---|---|"]
+    refused += [f"| {o.source.name} | {o.variant} | {_escape(o.note)} |" for o in outputs if o.path is None]
+    lines += ["", "## Refused by the app", "", *refused]
     inputs_row = ["| input file | encodings |", "|---|---|"]
     inputs_row += [f"| {p.name} | {used_encodings(p)} |" for p in sources]
     return "\n".join([*lines, "", "## The inputs' own encodings", "", *inputs_row, ""])

@@ -373,7 +373,8 @@ def _first_page_version(source: Any, column: footer.ColumnMeta, name: str) -> se
     except (pages.PageError, thrift.ThriftError, ValueError, OSError, pa.ArrowException, DamagedError,
             NotParquetError):
         return set()
-    version = _PAGE_VERSIONS.get(header.get_int(pages.PH_TYPE) or -1)
+    page_type = header.get_int(pages.PH_TYPE)  # DATA_PAGE is 0: no `or` default here
+    version = _PAGE_VERSIONS.get(page_type) if page_type is not None else None
     return {version} if version else set()
 
 
