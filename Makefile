@@ -1,12 +1,15 @@
 # Two commands do everything on a fresh machine with Python 3.11+ and Node.js 20:
 #   make run   - Azurite + the app on http://localhost:7071, Ctrl-C stops all
 #   make test  - the same set-up, then lint, types and the whole test suite
+#   make compat - the reader matrix: Spark 3.4/3.5, fastparquet, DuckDB, polars and pyarrow read every output
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
+# The reader matrix's own venvs (Spark, fastparquet): never the dev venv, which stays light.
+COMPAT := .compat
 
-.PHONY: run test lint bench setup clean
+.PHONY: run test lint bench setup clean compat java
 
 run: $(VENV)/.runtime node_modules/.installed
 	$(PY) -m devhost $(ARGS)
@@ -22,6 +25,29 @@ bench: $(VENV)/.dev node_modules/.installed
 	$(PY) -m bench $(ARGS)
 
 setup: $(VENV)/.dev node_modules/.installed
+
+# Each reader that must not share the dev venv gets its own, pinned by compat/requirements-<reader>.txt.
+COMPAT_VENVS := $(COMPAT)/spark3.4/.installed $(COMPAT)/spark3.5/.installed $(COMPAT)/fastparquet/.installed
+
+compat: $(VENV)/.dev java $(COMPAT_VENVS)
+	$(PY) -m compat $(ARGS)
+
+# Spark needs a JRE: Debian's OpenJDK 17 when we may install it, else one clear line.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make compat: no java on PATH; installing openjdk-17-jre-headless"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; \
+	  else \
+	    echo "make compat: no java on PATH; install a JRE 17 (apt-get install openjdk-17-jre-headless) and retry" >&2; \
+	    exit 1; \
+	  fi; }
+
+$(COMPAT)/%/.installed: compat/requirements-%.txt
+	rm -rf $(@D)
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip --disable-pip-version-check --quiet install -r $<
+	touch $@
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,4 +66,4 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 clean:
-	rm -rf $(VENV) node_modules .azurite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT) node_modules .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from shared.errors import (
     UnsupportedError,
     body_too_large,
 )
+from shared.readers import POLICIES
 from shared.reencode import release_memory_promptly
 from shared.report import log
 from shared.settings import MODES, PROOFS, STORAGE_CONNECTION, Settings, parse_choice, parse_columns, parse_level
@@ -75,6 +76,7 @@ def _recompress_body(req: func.HttpRequest) -> func.HttpResponse:
     settings = settings.with_overrides(
         zstd_level=_query(req, "level", parse_level), columns=_query(req, "columns", parse_columns),
         mode=_query(req, "mode", parse_choice(MODES)), verify=_query(req, "verify", parse_choice(PROOFS)),
+        readers=_query(req, "readers", parse_choice(POLICIES)),
     )
     output, report = pipeline.recompress_bytes(body, settings)
     return func.HttpResponse(
@@ -89,6 +91,7 @@ def _recompress_body(req: func.HttpRequest) -> func.HttpResponse:
             "X-Recompress-Level": str(report.level),
             "X-Recompress-Mode": str(report.mode),
             "X-Recompress-Proof": str(report.proof),
+            "X-Recompress-Readers": str(report.readers),
         },
     )
 
@@ -173,7 +176,7 @@ def _settings() -> Settings:
 
 
 #: The query parameters /api/recompress understands; anything else is a typo the caller should hear about.
-QUERY_PARAMS = ("level", "columns", "mode", "verify")
+QUERY_PARAMS = ("level", "columns", "mode", "verify", "readers")
 
 
 def _known_params(req: func.HttpRequest) -> None:

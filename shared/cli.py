@@ -34,6 +34,7 @@ from shared.errors import (
     VerificationError,
 )
 from shared.pipeline import Progress
+from shared.readers import POLICIES
 from shared.reencode import release_memory_promptly
 from shared.report import Report
 from shared.settings import (
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("dst", metavar="DST", help="output file: path or container/blob")
     rec.add_argument("--mode", choices=MODES, help=describe("mode"))
     rec.add_argument("--verify", choices=PROOFS, help=describe("verify"))
+    rec.add_argument("--readers", choices=POLICIES, help=describe("readers"))
     rec.add_argument("--level", type=_level, help=describe("zstd_level"))
     rec.add_argument("--columns", type=_columns, help=describe("columns"))
     rec.add_argument("--row-group-size", type=_rows, metavar="ROWS", help=describe("row_group_size"))
@@ -165,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env().with_overrides(
             zstd_level=args.level, columns=args.columns, row_group_size=args.row_group_size, mode=args.mode,
-            verify=args.verify,
+            verify=args.verify, readers=args.readers,
         )
         src = parse_location(args.src)
         dst = parse_location(args.dst)

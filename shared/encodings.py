@@ -9,11 +9,12 @@ keeps the column unless another encoding saves a clear margin, since every
 reader handles it and it helps filters. Encodings are lossless by definition,
 so this changes only size and speed, never values.
 
-The reader rule: a column may only get an encoding the input file already
-used for it (its footer's ColumnMetaData.encodings), plus PLAIN and
-dictionary. Spark's vectorized reader fails on BYTE_STREAM_SPLIT and
-fastparquet on DELTA_BYTE_ARRAY, so this module must never introduce an
-encoding that a reader of the input might not have needed.
+The reader policy (:mod:`shared.readers`) says which encodings each column may
+get: under ``input``, only those the input file already used for it (its
+footer's ColumnMetaData.encodings) plus PLAIN and dictionary; under a named
+profile, that profile's set. Spark's vectorized reader fails on
+BYTE_STREAM_SPLIT and fastparquet on DELTA_BYTE_ARRAY, so this module must
+never try an encoding the policy does not allow.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-DICTIONARY = "DICTIONARY"
+from shared import readers
+
+DICTIONARY = readers.DICTIONARY
 PLAIN = "PLAIN"
 #: Always allowed: every reader of Parquet reads them.
-ALWAYS_ALLOWED = frozenset({DICTIONARY, PLAIN})
+ALWAYS_ALLOWED = readers.ALWAYS
 SAMPLE_ROWS = 65_536
 #: Wide rows get a shorter sample: the trial should cost a few per cent of the run, not a second.
 SAMPLE_BYTES = 8 * 1024**2
@@ -70,27 +73,31 @@ def _by_type(type_: pa.DataType, int96: bool) -> list[str]:
 
 
 def choose(sample: pa.Table, level: int, *, int96: bool = False,
-           allowed: Mapping[str, frozenset[str]] | None = None) -> Plan:
+           allowed: readers.Allowed | Mapping[str, frozenset[str]] | None = None,
+           page_version: str = readers.V1) -> Plan:
     """Pick each flat column's encoding from a trial on (the head of) ``sample``.
 
-    ``allowed`` maps a column's path to the encodings the input used for it;
-    a column it does not name (a new one, or no input at all) may only get
-    PLAIN or dictionary.
+    ``allowed`` is the reader policy's verdict (:func:`shared.readers.allowed`);
+    a plain mapping is read as the ``input`` policy's: a column's path to the
+    encodings the input used for it, where a column it does not name (a new
+    one, or no input at all) may only get PLAIN or dictionary. The trial
+    writes pages of ``page_version``, as the output will.
     """
-    allowed = allowed or {}
+    if not isinstance(allowed, readers.Allowed):
+        allowed = readers.Allowed(dict(allowed or {}), frozenset())
     per_row = sample.nbytes / max(sample.num_rows, 1)
     head = sample.slice(0, int(min(SAMPLE_ROWS, max(1024, SAMPLE_BYTES // max(per_row, 1)))))
     leaves = leaf_paths(head.schema)
     dictionary: list[str] = []
     encodings: dict[str, str] = {}
     for column in head.schema:
-        candidates = _candidates(column.type, int96, allowed.get(column.name, frozenset()))
+        candidates = _candidates(column.type, int96, allowed.for_column(column.name))
         if len(candidates) < 2 or "." in column.name or head.num_rows == 0:
             # nested, boolean, dotted names: the writer's defaults, for every leaf
             dictionary.extend(p for p in leaves if p == column.name or p.startswith(column.name + "."))
             continue
         one = head.select([column.name])
-        sizes = {enc: _encoded_size(one, enc, level) for enc in candidates}
+        sizes = {enc: _encoded_size(one, enc, level, page_version) for enc in candidates}
         best = min(sizes, key=lambda enc: sizes[enc])
         if best != DICTIONARY and sizes[best] < sizes[DICTIONARY] * (1 - MARGIN):
             encodings[column.name] = best
@@ -112,13 +119,14 @@ def leaf_paths(schema: pa.Schema) -> list[str]:
     return [parquet_schema.column(i).path for i in range(len(parquet_schema))]
 
 
-def _encoded_size(table: pa.Table, encoding: str, level: int) -> int:
+def _encoded_size(table: pa.Table, encoding: str, level: int, page_version: str = readers.V1) -> int:
     sink = pa.BufferOutputStream()
     options: dict[str, object] = (
         {"use_dictionary": True} if encoding == DICTIONARY
         else {"use_dictionary": False, "column_encoding": encoding}
     )
-    pq.write_table(table, sink, compression="zstd", compression_level=level, store_schema=False, **options)
+    pq.write_table(table, sink, compression="zstd", compression_level=level, store_schema=False,
+                   data_page_version=page_version, **options)
     return int(sink.tell())
 
 

@@ -61,13 +61,13 @@ def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: S
     try:
         check_size(source_name, size, settings)
         ran = _recompress(source_file, source_name, counted, settings, progress)
-        sink.commit(output_metadata(source_name, etag, size, ran))
+        sink.commit(output_metadata(source_name, etag, size, ran, settings.readers))
     except BaseException:
         sink.abort()
         raise
     report = Report(source_name, output_name, ran.outcome.rows_written, size, counted.tell(),
                     round((time.perf_counter() - started) * 1000), ran.level, mode=ran.outcome.mode,
-                    mode_reason=ran.choice.reason, proof=ran.outcome.proof)
+                    mode_reason=ran.choice.reason, proof=ran.outcome.proof, readers=settings.readers)
     log.info(report.line())
     return report
 
@@ -89,7 +89,8 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
         return _exact(source, name, sink, settings, choice, advance)
     level = settings.zstd_level or reencode.DEFAULT_LEVEL
     options = reencode.Options(level=level, row_group_size=settings.row_group_size, columns=settings.columns,
-                               transform=transform, limits=settings.limits, tune_encodings=settings.tune_encodings)
+                               transform=transform, limits=settings.limits, tune_encodings=settings.tune_encodings,
+                               readers=settings.readers)
     try:
         return _Ran(reencode.recompress(source, sink, options, name=name, progress=advance), choice, level)
     except PartMismatchError as exc:
@@ -115,8 +116,8 @@ def _exact(source: Any, name: str, sink: Counted, settings: Settings, choice: pl
     return _Ran(exact.recompress(source, sink, options, name=name, progress=advance), choice, level)
 
 
-def output_metadata(source: str, etag: str | None, size: int, ran: _Ran) -> dict[str, str]:
-    """Blob metadata naming the exact input version, and how it was rewritten and proven."""
+def output_metadata(source: str, etag: str | None, size: int, ran: _Ran, readers: str) -> dict[str, str]:
+    """Blob metadata naming the exact input version, how it was rewritten and proven, and the reader policy."""
     return {
         "recompress_source": quote(source, safe="/"),
         SOURCE_ETAG_KEY: (etag or "").strip('"'),
@@ -127,6 +128,7 @@ def output_metadata(source: str, etag: str | None, size: int, ran: _Ran) -> dict
         "recompress_mode": ran.outcome.mode,
         "recompress_mode_reason": header_value(ran.choice.reason),
         "recompress_proof": ran.outcome.proof,
+        "recompress_readers": readers,
     }
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared import encodings
+from shared import encodings, readers
 from shared.errors import (
     DamagedError,
     NotParquetError,
@@ -38,7 +38,7 @@ from shared.errors import (
     first_line,
 )
 from shared.limits import Deadline, Limits, check_footer
-from shared.parquet import footer, thrift
+from shared.parquet import footer, pages, thrift
 from shared.parquet.assembly import Assembler
 from shared.parquet.thrift import Struct, ThriftList
 from shared.proof import Outcome, check_group_rows, check_totals
@@ -67,6 +67,8 @@ class Options:
     transform: BatchTransform | None = None
     limits: Limits | None = None
     tune_encodings: bool = True
+    #: The reader policy (see :mod:`shared.readers`): which encodings and page versions the output may use.
+    readers: str = readers.INPUT
 
 
 def release_memory_promptly() -> None:
@@ -173,8 +175,10 @@ def recompress(
     declared = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
     assembler = Assembler(sink)
     input_footer = footer.read_footer(_random_access(source), name).meta
-    writer = _PartWriter(assembler, options, layout, _allowed_encodings(input_footer), read_options, name,
-                         prove_values=options.transform is None)
+    writer = _PartWriter(assembler, options, layout, readers.allowed(options.readers, _input_encodings(input_footer)),
+                         read_options, name, prove_values=options.transform is None,
+                         page_version=readers.page_version(options.readers, _page_versions(input_footer, source, name)),
+                         input_schema=parquet.schema)
     rows_read = 0
     for table in _checked_groups(parquet, columns, declared, name):
         if deadline is not None:
@@ -317,13 +321,13 @@ ENCODING_NAMES = {0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 
                   6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY", 8: "RLE_DICTIONARY", 9: "BYTE_STREAM_SPLIT"}
 
 
-def _allowed_encodings(meta: footer.FileMeta) -> dict[str, frozenset[str]]:
+def _input_encodings(meta: footer.FileMeta) -> dict[str, frozenset[str]]:
     """Each leaf column's encodings as the input's footer lists them, over all row groups.
 
-    The reader rule: the output may use these, plus PLAIN and dictionary, so a
-    reader that could read the input can read the output. Read from the app's
-    own footer parse: pyarrow's ``RowGroupMetaData.column`` aborts the process
-    on some crafted footers instead of raising.
+    The ``input`` reader policy lets the output use these, plus PLAIN and
+    dictionary, so a reader that could read the input can read the output.
+    Read from the app's own footer parse: pyarrow's ``RowGroupMetaData.column``
+    aborts the process on some crafted footers instead of raising.
     """
     allowed: dict[str, set[str]] = {}
     for group in meta.row_groups:
@@ -333,6 +337,71 @@ def _allowed_encodings(meta: footer.FileMeta) -> dict[str, frozenset[str]]:
                 found = allowed.setdefault(".".join(column.path_in_schema), set())
                 found.update(ENCODING_NAMES.get(code, str(code)) for code in column.encodings)
     return {path: frozenset(found) for path, found in allowed.items()}
+
+
+#: The writer's ``data_page_version`` each data page type is written by.
+_PAGE_VERSIONS = {pages.DATA_PAGE: readers.V1, pages.DATA_PAGE_V2: readers.V2}
+#: Bytes read to find one data page header.
+_HEADER_PEEK = 64 * 1024
+
+
+def _page_versions(meta: footer.FileMeta, source: Any, name: str) -> frozenset[str]:
+    """The data page version the input used, from the header of its first data page.
+
+    Not from ColumnMetaData.encoding_stats: pyarrow records its v2 pages there
+    as DATA_PAGE. Writers choose the version for a whole file (pyarrow's
+    ``data_page_version``, parquet-mr's ``parquet.writer.version``), so one
+    header, a few bytes however large the file, says it. Nothing known (no
+    rows, an unreadable header) means v1 is written, which every reader reads.
+    """
+    for group in meta.row_groups:
+        for chunk in group.columns:
+            column = chunk.meta_data
+            if column is not None and column.num_values:
+                return frozenset(_first_page_version(source, column, name))
+    return frozenset()
+
+
+def _first_page_version(source: Any, column: footer.ColumnMeta, name: str) -> set[str]:
+    """The version of a chunk's first data page, read from its header; empty when it cannot be read."""
+    try:
+        reader = _random_access(source)
+        offset = column.data_page_offset
+        length = max(0, min(_HEADER_PEEK, column.chunk_start() + column.total_compressed_size - offset,
+                            int(reader.size()) - offset))
+        header, _ = pages.parse_header(footer.read_exactly(reader, offset, length, name, "a page header"), 0, 0)
+    except (pages.PageError, thrift.ThriftError, ValueError, OSError, pa.ArrowException, DamagedError,
+            NotParquetError):
+        return set()
+    page_type = header.get_int(pages.PH_TYPE)  # DATA_PAGE is 0: no `or` default here
+    version = _PAGE_VERSIONS.get(page_type) if page_type is not None else None
+    return {version} if version else set()
+
+
+def policy_problem(part: pa.Buffer, allowed: readers.Allowed, page_version: str) -> str | None:
+    """What in a written part the reader policy forbids, or None: the writer's choices, checked, not trusted.
+
+    The footer lists every encoding each chunk used (the writer may fall back
+    from dictionary to PLAIN, or write RLE booleans in v2 pages), and each
+    chunk's first data page header says its version.
+    """
+    source = pa.BufferReader(part)
+    meta = footer.footer_from_bytes(memoryview(part), "part").meta
+    for group in meta.row_groups:
+        for chunk in group.columns:
+            column = chunk.meta_data
+            if column is None:
+                continue
+            path = ".".join(column.path_in_schema)
+            used = {ENCODING_NAMES.get(code, str(code)) for code in column.encodings}
+            extra = sorted(used - allowed.written_ok(path))
+            if extra:
+                return f"column {path!r} was written with {', '.join(extra)}"
+            versions = _first_page_version(source, column, "part") if column.num_values else {page_version}
+            if versions != {page_version}:
+                return f"column {path!r} has data pages of version {sorted(versions) or 'unknown'}, " \
+                       f"expected {page_version}"
+    return None
 
 
 def _random_access(source: Any) -> Any:
@@ -535,10 +604,12 @@ class _PartWriter:
     assembler: Any
     options: Options
     layout: Layout
-    allowed: dict[str, frozenset[str]]
+    allowed: readers.Allowed
     read_options: dict[str, Any]
     name: str
     prove_values: bool
+    page_version: str = readers.V1
+    input_schema: pq.ParquetSchema | None = None
     schema: pa.Schema | None = None
     plan: encodings.Plan | None = None
     rows_written: int = 0
@@ -587,25 +658,48 @@ class _PartWriter:
     def _append(self, table: pa.Table, rows: int) -> None:
         if self.plan is None:
             self.plan = self._choose_plan(table)
-        part = encode_part(table, self.options.level, self.layout, self.plan)
+        part = encode_part(table, self.options.level, self.layout, self.plan, self.page_version)
         prove_part(part, table, self.read_options, self.prove_values, self.parts, self.name)
+        self._check_policy(part)
         if self.parts == 0:
             self.arrow_schema_value = _arrow_schema_value(part)
         self.assembler.append_part(part)
         self.rows_written += rows
         self.parts += 1
 
+    def _check_policy(self, part: pa.Buffer) -> None:
+        """Refuse a part the reader policy forbids: encodings, page version, and (first part) annotations.
+
+        A forbidden encoding or page version is the writer doing what it was
+        not told, so it fails as a proof would (auto then falls back to exact).
+        A new annotation comes from the schema itself and no mode but exact
+        can avoid it.
+        """
+        problem = policy_problem(part, self.allowed, self.page_version)
+        if problem is not None:
+            raise PartMismatchError(self.name, f"output row group {self.parts} breaks the reader policy "
+                                               f"{self.options.readers!r}: {problem} (check: reader policy)")
+        if self.parts == 0 and self.input_schema is not None:
+            written = pq.ParquetFile(pa.BufferReader(part)).schema
+            problem = readers.new_annotation(self.input_schema, written)
+            if problem is not None:
+                raise UnsupportedError(self.name, f"{problem}; a reader of the input might not read it "
+                                                  "(use exact mode)")
+
     def _choose_plan(self, sample: pa.Table) -> encodings.Plan:
-        """Encodings from the first output row group, under the reader rule; then fixed for the file."""
+        """Encodings from the first output row group, under the reader policy; then fixed for the file."""
         if not self.options.tune_encodings or sample.num_rows == 0:
             return encodings.Plan()
-        return encodings.choose(sample, self.options.level, int96=self.layout.int96, allowed=self.allowed)
+        return encodings.choose(sample, self.options.level, int96=self.layout.int96, allowed=self.allowed,
+                                page_version=self.page_version)
 
 
-def encode_part(table: pa.Table, level: int, layout: Layout, plan: encodings.Plan) -> pa.Buffer:
+def encode_part(table: pa.Table, level: int, layout: Layout, plan: encodings.Plan,
+                page_version: str = readers.V1) -> pa.Buffer:
     """One output row group as a complete Parquet file in memory (no row group at all for no rows)."""
     stream = pa.BufferOutputStream()
     writer = pq.ParquetWriter(stream, table.schema, compression=CODEC, compression_level=level,
+                              data_page_version=page_version,
                               write_statistics=True, **layout.writer_options(), **plan.writer_options())
     try:
         if table.num_rows:

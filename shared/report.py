@@ -42,6 +42,9 @@ class Report:
     mode_reason: str | None = None
     #: full (every value decoded) or pages (page bytes, footer and counts).
     proof: str | None = None
+    #: The reader policy that bounded a re-encode (RECOMPRESS_READERS); exact mode keeps every
+    #: encoding, so its output meets the ``input`` policy whatever this says.
+    readers: str | None = None
 
     @property
     def ratio(self) -> float:
@@ -65,6 +68,8 @@ class Report:
             how += f" ({self.mode_reason})"
         if self.proof:
             how += f", {self.proof} proof"
+        if self.readers:
+            how += f", readers {self.readers}"
         return (f"{self.source}: {self.rows} rows, {human_bytes(self.bytes_in)} → {human_bytes(self.bytes_out)} "
                 f"({change(self.bytes_in, self.bytes_out)}){how}, {self.ms} ms")
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from shared.errors import ConfigError
 from shared.limits import Limits
+from shared.readers import POLICIES
 
 #: Name of the storage connection. The blob trigger's ``connection`` and the
 #: pipeline's own clients both resolve it the way the Functions host does: the
@@ -226,6 +227,10 @@ class Settings:
     transform: str | None = _setting(None, _text, "optional hook `package.module:function`, see below", shown="—")
     tune_encodings: bool = _setting(
         True, _flag, "re-encode: try each column's encodings on a sample and keep the smallest")
+    readers: str = _setting(
+        "input", parse_choice(POLICIES),
+        "who must read a re-encoded output: `input` adds no encoding, page version or annotation the input "
+        "lacked; `spark3.3` and `modern` are profiles (see \"Who can read the output\")")
     ranged_read_threshold: int = _setting(
         64 * 1024**2, _size(), "blobs above this are read by byte ranges instead of downloaded whole")
     block_size: int = _setting(

@@ -65,7 +65,8 @@ def assert_recompressed(src: Path, dst: Path) -> None:
 
 REPORT_LINE = re.compile(r"^(?P<source>.+): (?P<rows>\d+) rows, "
                          r"(?P<bytes_in>[\d.]+ k?B) → (?P<bytes_out>[\d.]+ k?B) \((?P<change>[−+±]\d+ %)\)"
-                         r", (?P<mode>exact|reencode) \((?P<reason>.+)\), (?P<proof>full|pages) proof, \d+ ms$")
+                         r", (?P<mode>exact|reencode) \((?P<reason>.+)\), (?P<proof>full|pages) proof, "
+                         r"readers (?P<readers>[a-z0-9.]+), \d+ ms$")
 
 
 # --------------------------------------------------------------------------- success, as a real process
@@ -88,6 +89,7 @@ def test_recompress_writes_dst_with_the_same_data_and_prints_one_report_line(src
     assert match["change"] == change(src.stat().st_size, dst.stat().st_size)
     assert match["mode"] == "exact"
     assert match["proof"] == "full"
+    assert match["readers"] == "input"
     assert partial_files(dst.parent) == []
 
 

@@ -85,6 +85,7 @@ def test_output_carries_the_source_version_in_its_metadata(
         "recompress_mode": "exact",
         "recompress_mode_reason": "exact: re-encode would gain nothing (1 row group(s) stay 1; encodings are kept)",
         "recompress_proof": "full",
+        "recompress_readers": "input",
     }
     assert props.content_settings.content_type == "application/vnd.apache.parquet"
 
