@@ -345,7 +345,7 @@ CASES: list[Bad] = [
     Bad("closing-magic-flipped", flipped(one_group, lambda d: range(len(d) - 1, len(d))), "NotParquetError",
         NOT_PARQUET),
     Bad("first-page-header-flipped", flipped(lambda: one_group("none"), lambda d: range(4, 5)), "DamagedError",
-        r"row group 0, column 'id': page 0 header .+ \(check: page header\)"),
+        DAMAGED),
     Bad("nested-8-deep-limit-5", deeply_nested, "LimitError",
         r"nests 8 levels deep, over the limit of 5 \(RECOMPRESS_MAX_NESTING_DEPTH\)",
         {"RECOMPRESS_MAX_NESTING_DEPTH": "5"}),
@@ -376,8 +376,10 @@ CASES: list[Bad] = [
     Bad("footer-i32-holding-2-to-the-40", footer_with_extra_field(I32_OVERFLOW), "NotParquetError",
         r"not a readable Parquet file \(footer is not valid Thrift: integer 1099511627776 at offset \d+ does not "
         r"fit its type i32 \(check: footer\)\)"),
+    # Exact mode writes page headers back, so it must refuse one it could not write; a re-encode writes new ones.
     Bad("page-header-field-id-beyond-16-bits", page_header_with_long_field_id, "DamagedError",
-        r"row group 0, column 'x': page 0 header is not valid Thrift \(field id 40000 .+\) \(check: page header\)"),
+        r"row group 0, column 'x': page 0 header is not valid Thrift \(field id 40000 .+\) \(check: page header\)",
+        {"RECOMPRESS_MODE": "exact"}),
     Bad("bomb-with-understated-row-group-size", understated_bomb, "LimitError",
         rf"row group 0, column 'x': page 0 decompresses to {BOMB_PAGE_BYTES} bytes, over the limit of 1048576 "
         r"\(RECOMPRESS_MAX_ROW_GROUP_BYTES\)", {"RECOMPRESS_MAX_ROW_GROUP_BYTES": "1MiB", "RECOMPRESS_MODE": "exact"}),

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared import cli, exact
+from shared import cli, reencode
 from shared.errors import InputError
 from shared.report import change, human_bytes
 from tests.helpers import (
@@ -87,7 +87,7 @@ def test_recompress_writes_dst_with_the_same_data_and_prints_one_report_line(src
     assert match["bytes_in"] == human_bytes(src.stat().st_size)
     assert match["bytes_out"] == human_bytes(dst.stat().st_size)
     assert match["change"] == change(src.stat().st_size, dst.stat().st_size)
-    assert match["mode"] == "exact"
+    assert match["mode"] == "reencode"
     assert match["proof"] == "full"
     assert match["readers"] == "input"
     assert partial_files(dst.parent) == []
@@ -104,10 +104,10 @@ def test_json_prints_the_report_as_one_json_object(src: Path, dst: Path) -> None
     assert report["bytes_out"] == dst.stat().st_size
     assert report["ratio"] == round(report["bytes_out"] / report["bytes_in"], 4)
     assert report["codec"] == "zstd"
-    assert report["mode"] == "exact", "one row group, nothing to coalesce: auto keeps every page"
-    assert report["mode_reason"].startswith("exact: ")
+    assert report["mode"] == "reencode", "a pyarrow file provably survives a re-encode"
+    assert report["mode_reason"] == "reencode: provably identical, encodings chosen per column"
     assert report["proof"] == "full"
-    assert report["level"] == exact.DEFAULT_LEVEL
+    assert report["level"] == reencode.DEFAULT_LEVEL
     assert report["source"] == str(src)
     assert report["output"] == str(dst)
 

@@ -64,30 +64,17 @@ def test_auto_with_a_transform_re_encodes() -> None:
 # --------------------------------------------------------------------------- worth it or not
 
 
-def test_small_row_groups_are_worth_a_re_encode() -> None:
-    choice = auto(parquet_bytes(sample_table(1000), row_group_size=100))
-
-    assert choice == plan.Choice("reencode", "reencode: coalesces 10 row groups into 1")
-
-
-def test_coalescing_that_does_not_halve_the_row_groups_is_not_worth_a_re_encode() -> None:
-    choice = auto(parquet_bytes(sample_table(3000), row_group_size=1000), row_group_size=2000)
-
-    assert choice == plan.Choice("exact", "exact: coalescing 3 row groups into 2 gains too little to decode and "
-                                          "re-encode")
-
-
-def test_one_big_row_group_goes_to_exact_because_nothing_is_gained() -> None:
+def test_a_file_that_provably_survives_is_re_encoded_for_its_smaller_encodings() -> None:
     choice = auto(parquet_bytes(sample_table(1000)))
 
-    assert choice.mode == "exact"
-    assert "gain nothing" in choice.reason
+    assert choice == plan.Choice("reencode", "reencode: provably identical, encodings chosen per column")
 
 
-def test_row_groups_already_at_the_target_size_go_to_exact() -> None:
-    choice = auto(parquet_bytes(sample_table(1000), row_group_size=500), row_group_size=500)
+def test_small_row_groups_are_coalesced_and_the_reason_says_so() -> None:
+    choice = auto(parquet_bytes(sample_table(1000), row_group_size=100))
 
-    assert choice.mode == "exact"
+    assert choice == plan.Choice(
+        "reencode", "reencode: provably identical, encodings chosen per column; coalesces 10 row groups into 1")
 
 
 # --------------------------------------------------------------------------- what would not survive

@@ -13,7 +13,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from shared import blobs, exact, pipeline
+from shared import blobs, pipeline, reencode
 from shared.errors import ConfigError, CredentialError, NotFoundError, NotParquetError
 from shared.settings import STORAGE_CONNECTION, Settings
 from shared.storage import BlockBlobSink, RangedBlobFile, open_blob, redact, service_client
@@ -81,9 +81,9 @@ def test_output_carries_the_source_version_in_its_metadata(
         "recompress_source_size": str(source.get_blob_properties().size),
         "recompress_rows": "1000",
         "recompress_codec": "zstd",
-        "recompress_level": str(exact.DEFAULT_LEVEL),
-        "recompress_mode": "exact",
-        "recompress_mode_reason": "exact: re-encode would gain nothing (1 row group(s) stay 1; encodings are kept)",
+        "recompress_level": str(reencode.DEFAULT_LEVEL),
+        "recompress_mode": "reencode",
+        "recompress_mode_reason": "reencode: provably identical, encodings chosen per column",
         "recompress_proof": "full",
         "recompress_readers": "input",
     }
