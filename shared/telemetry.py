@@ -172,10 +172,13 @@ def _resource(env: Mapping[str, str]) -> Any:
 
 
 def _configure_azure_monitor(env: Mapping[str, str]) -> None:
+    import logging
+
     from azure.monitor.opentelemetry import configure_azure_monitor
 
     # The distro reads the connection string from the environment itself; it is never copied anywhere else.
     configure_azure_monitor(logger_name=log.name, resource=_resource(env))
+    logging.getLogger("azure.monitor.opentelemetry").setLevel(logging.WARNING)  # not a line per export
 
 
 def _configure_otlp(env: Mapping[str, str]) -> None:

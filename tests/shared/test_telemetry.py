@@ -7,17 +7,22 @@ session's Azurite.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import subprocess
 import sys
+import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
 import pytest
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -26,10 +31,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import function_app
+from devhost.azurite import Azurite, free_port
 from shared import blobs, pipeline, telemetry
 from shared.errors import MissingContainerError
-from shared.settings import Settings
-from tests.helpers import ROOT, app_free_env, parquet_bytes, sample_table
+from shared.settings import STORAGE_CONNECTION, Settings
+from tests.helpers import ROOT, app_free_env, parquet_bytes, sample_table, wait_for
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -319,3 +325,96 @@ def test_with_an_otlp_endpoint_the_app_loads_the_sdk_and_runs_the_same() -> None
                      "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}, _RUN_A_BODY)
     assert "opentelemetry" in loaded
     assert "azure.monitor" not in loaded
+
+
+# --------------------------------------------------------------------------- end to end through the local host
+
+
+class Ingestion:
+    """A local stand-in for the Application Insights ingestion endpoint: it keeps every envelope posted to it."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                text = body.decode("utf-8", "replace")
+                owner.envelopes.extend(text.splitlines() if not text.lstrip().startswith("[") else
+                                       [json.dumps(item) for item in json.loads(text)])
+                answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def mentioning(self, *needles: str) -> list[str]:
+        return [e for e in list(self.envelopes) if all(n in e for n in needles)]
+
+
+@pytest.fixture
+def ingestion() -> Iterator[Ingestion]:
+    running = Ingestion()
+    yield running
+    running.server.shutdown()
+
+
+def test_the_azure_monitor_exporter_delivers_the_files_span_through_the_local_host(
+    azurite: Azurite, service: BlobServiceClient, ingestion: Ingestion, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    env = {k: v for k, v in app_free_env().items() if not k.startswith(("APPLICATIONINSIGHTS_", "OTEL_"))}
+    env.update({
+        STORAGE_CONNECTION: azurite.connection_string, "AzureWebJobsStorage": azurite.connection_string,
+        "RECOMPRESS_INPUT_CONTAINER": f"tel-in-{suffix}", "RECOMPRESS_OUTPUT_CONTAINER": f"tel-out-{suffix}",
+        telemetry.APPINSIGHTS: ("InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+                                f"IngestionEndpoint={ingestion.url};LiveEndpoint={ingestion.url}"),
+        # Export within a moment instead of every 5 s / 60 s, and nothing to Microsoft's own statsbeat endpoint.
+        "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_BLRP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        # The distro keeps 5 traces a second by default, and the local host's event pump polls storage
+        # (each poll a trace of its own) faster than that: keep every trace so the file's is certain to be sent.
+        "OTEL_TRACES_SAMPLER": "always_on",
+    })
+    for role in ("in", "out"):
+        service.create_container(f"tel-{role}-{suffix}")
+    port = free_port()
+    log = tmp_path / "devhost.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--no-azurite", "--func", "never", "--port", str(port), "--poll", "0.1"],
+            cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: process.poll() or ("ready:" in log.read_text() or None), "the local host", timeout=60)
+        assert process.poll() is None, log.read_text()
+        data = parquet_bytes(sample_table(200))
+        service.get_blob_client(f"tel-in-{suffix}", "watched/upload.parquet").upload_blob(data)
+
+        spans = wait_for(lambda: ingestion.mentioning("recompress ", "watched/upload.parquet",
+                                                      telemetry.ATTR_BYTES_OUT) or None,
+                         "the file's span at the ingestion endpoint", timeout=60)
+        metrics = wait_for(lambda: ingestion.mentioning("recompress.bytes_in") or None,
+                           "the recompress.bytes_in metric", timeout=60)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    span = json.loads(spans[0])["data"]["baseData"]
+    assert span["name"] == f"recompress tel-in-{suffix}/watched/upload.parquet"
+    assert span["properties"][telemetry.ATTR_BYTES_IN] == str(len(data))
+    assert int(span["properties"][telemetry.ATTR_BYTES_OUT]) > 0
+    assert metrics
+    key = azurite.connection_string.split("AccountKey=")[1].split(";")[0]
+    leaked = [e for e in ingestion.envelopes if key in e or "AccountKey" in e or "sig=" in e]
+    assert leaked == []
