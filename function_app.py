@@ -14,7 +14,7 @@ from typing import Any
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from shared import blobs, pipeline
+from shared import blobs, pipeline, telemetry
 from shared.errors import (
     ConfigError,
     CredentialError,
@@ -146,7 +146,8 @@ _STATUS: list[tuple[type[RecompressError], int]] = [
 def _guarded(handler: Callable[[func.HttpRequest], func.HttpResponse], req: func.HttpRequest) -> func.HttpResponse:
     """Every failure becomes a JSON error body; nothing leaks a traceback to the caller."""
     try:
-        return handler(req)
+        with telemetry.continued_from(req.headers):  # the caller's traceparent, when the host's is not current
+            return handler(req)
     except RecompressError as exc:
         status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
         log.warning("%s %s -> %d: %s", req.method, req.url.split("?")[0], status, exc.log_detail(),
@@ -163,14 +164,15 @@ _started = False
 def _settings() -> Settings:
     """This invocation's settings; the first call also sets up what this process owns.
 
-    The allocator and SDK log levels are process-wide, so they are set here,
-    by the entry point that owns the process, once, rather than as a side
-    effect of importing a module.
+    The allocator, SDK log levels and telemetry are process-wide, so they are
+    set here, by the entry point that owns the process, once, rather than as a
+    side effect of importing a module.
     """
     global _started
     if not _started:
         release_memory_promptly()
         quiet_sdk_logging()
+        telemetry.configure()
         _started = True
     return Settings.from_env()
 

@@ -18,7 +18,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.storage.blob import BlobClient
 
-from shared import pipeline
+from shared import pipeline, telemetry
 from shared.errors import (
     QUARANTINABLE,
     ConflictError,
@@ -40,6 +40,7 @@ class Superseded(StorageError):
     """The input changed after it was read; its new version is processed by its own run."""
 
 
+@telemetry.traced_file(lambda source, *_, **__: label(source))
 def process_blob(source: BlobClient, settings: Settings, *, missing_ok: bool = True) -> Report:
     """Recompress ``input/<name>`` into ``output/<name>``: what the blob trigger does.
 
@@ -76,6 +77,7 @@ def _process(source: BlobClient, settings: Settings, storage: StorageContext, mi
             raise
         return _report(subject, label(target), "gone", settings, detail="deleted before it could be processed")
     etag = str(props.etag)
+    telemetry.annotate({telemetry.ATTR_ETAG: etag.strip('"')})
     existing = storage.properties_or_none(target)
     if records_version(existing, etag):
         return _not_written(subject, target, props, existing, settings, "skipped",

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from shared import exact, plan, reencode
+from shared import exact, plan, reencode, telemetry
 from shared.errors import LimitError, NotParquetError, PartMismatchError
 from shared.limits import check_footer
 from shared.parquet import footer as ft
@@ -53,6 +53,7 @@ def check_size(name: str, size: int, settings: Settings) -> None:
                                "(RECOMPRESS_MAX_BLOB_SIZE)")
 
 
+@telemetry.traced_file(lambda source_file, source_name, *_, **__: source_name)
 def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: Sink, settings: Settings,
         output_name: str, progress: Progress | None = None) -> Report:
     """Recompress one opened source into one sink, committing only a proven file."""
@@ -61,7 +62,8 @@ def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: S
     try:
         check_size(source_name, size, settings)
         ran = _recompress(source_file, source_name, counted, settings, progress)
-        sink.commit(output_metadata(source_name, etag, size, ran, settings.readers))
+        with telemetry.step("commit"):
+            sink.commit(output_metadata(source_name, etag, size, ran, settings.readers))
     except BaseException:
         sink.abort()
         raise
@@ -76,11 +78,12 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
     """Choose the mode from the footer, then run it; under auto a failed re-encode proof falls back to exact."""
     transform = load_transform(settings.transform) if settings.transform else None  # a bad one fails early
     source = pa.BufferReader(source) if isinstance(source, bytes | bytearray | memoryview) else source
-    footer = _footer(source, name)
-    parquet = reencode.open_parquet(source, name)
-    check_footer(parquet, settings.limits, name)  # before the plan builds anything from the schema
-    choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
-                         row_group_size=settings.row_group_size, name=name, footer=footer)
+    with telemetry.step("read"):  # the footer and the plan; the engine reads the pages as it goes
+        footer = _footer(source, name)
+        parquet = reencode.open_parquet(source, name)
+        check_footer(parquet, settings.limits, name)  # before the plan builds anything from the schema
+        choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
+                             row_group_size=settings.row_group_size, name=name, footer=footer)
     advance = None
     if progress is not None:
         progress.start(parquet.metadata.num_rows)
@@ -92,7 +95,8 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
                                transform=transform, limits=settings.limits, tune_encodings=settings.tune_encodings,
                                readers=settings.readers)
     try:
-        return _Ran(reencode.recompress(source, sink, options, name=name, progress=advance), choice, level)
+        with telemetry.step("recompress", {telemetry.ATTR_MODE: "reencode"}):
+            return _Ran(reencode.recompress(source, sink, options, name=name, progress=advance), choice, level)
     except PartMismatchError as exc:
         if settings.mode != "auto" or not sink.restart():
             raise
@@ -113,7 +117,8 @@ def _exact(source: Any, name: str, sink: Counted, settings: Settings, choice: pl
            advance: Callable[[int], None] | None) -> _Ran:
     level = settings.zstd_level or exact.DEFAULT_LEVEL
     options = exact.ExactOptions(level=level, verify=settings.verify, limits=settings.limits)  # type: ignore[arg-type]
-    return _Ran(exact.recompress(source, sink, options, name=name, progress=advance), choice, level)
+    with telemetry.step("recompress", {telemetry.ATTR_MODE: "exact"}):
+        return _Ran(exact.recompress(source, sink, options, name=name, progress=advance), choice, level)
 
 
 def output_metadata(source: str, etag: str | None, size: int, ran: _Ran, readers: str) -> dict[str, str]:
