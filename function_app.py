@@ -30,8 +30,9 @@ from shared.errors import (
 from shared.readers import POLICIES
 from shared.reencode import release_memory_promptly
 from shared.report import log
+from shared.savings import summarize
 from shared.settings import MODES, PROOFS, STORAGE_CONNECTION, Settings, parse_choice, parse_columns, parse_level
-from shared.storage import PARQUET_CONTENT_TYPE, check_storage, quiet_sdk_logging
+from shared.storage import PARQUET_CONTENT_TYPE, check_storage, context, quiet_sdk_logging
 from shared.transform import load_transform
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -116,6 +117,20 @@ def _process_named(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @app.function_name("health")
+@app.function_name("savings_report")
+@app.route(route="report", methods=["GET"])
+def savings_report(req: func.HttpRequest) -> func.HttpResponse:
+    """How many bytes the outputs saved, by folder and mode, and what was quarantined (metadata only)."""
+    return _guarded(_savings, req)
+
+
+def _savings(req: func.HttpRequest) -> func.HttpResponse:
+    if set(req.params) - {"prefix"}:
+        raise InputError("query", "unknown parameter; accepted: prefix")
+    settings = _settings()
+    return _json(200, summarize(context(settings), settings, req.params.get("prefix", "")).as_dict())
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """200 when storage answers, 503 with a short reason when it does not."""

@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -129,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "local.settings.json.example (example). Both files are generated from this.",
     )
     docs.add_argument("--format", choices=("markdown", "example"), default="markdown")
+    saved = commands.add_parser(
+        "report",
+        help="how many bytes the outputs saved, by folder and mode, and what was quarantined",
+        description="Sum the outputs' recorded input sizes against their own, from the containers that "
+                    "ParquetStorage and the RECOMPRESS_* settings name; list the quarantined files with their "
+                    "reasons. Reads metadata only.",
+    )
+    saved.add_argument("--prefix", default="", help="only blobs whose names start with this")
+    saved.add_argument("--json", action="store_true", help="print the report as JSON")
+    saved.add_argument("--chart", metavar="FILE.png", type=Path,
+                       help="also draw bytes before and after by folder (needs matplotlib)")
     return parser
 
 
@@ -161,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(markdown_table() if args.format == "markdown" else json.dumps(example_values(), indent=4))
         return 0
+    if args.command == "report":
+        return _savings(args)
     release_memory_promptly()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
@@ -271,6 +284,65 @@ def _blob_dst(storage: StorageContext, dst: Location) -> BlobClient:
             f"for a local file create the folder or write ./{dst.text}")
         raise InputError(dst.text, f"container {dst.container!r} does not exist{hint}") from exc
     return storage.blob(dst.container or "", dst.blob or "")
+
+
+def _savings(args: argparse.Namespace) -> int:
+    """``python -m shared report``: the savings report, as a table, JSON, and optionally a chart."""
+    from shared.savings import summarize
+
+    try:
+        settings = Settings.from_env()
+        with _ticker(sys.stderr.isatty() and not args.json) as tick:
+            savings = summarize(_storage(settings), settings, args.prefix, tick)
+        if args.chart is not None:
+            _chart(savings.as_dict(), args.chart)
+    except (RecompressError, OSError) as exc:
+        print(f"error: {_one_line(exc, args.prefix)}", file=sys.stderr)
+        return exit_code(exc)
+    print(json.dumps(savings.as_dict()) if args.json else savings.table())
+    return 0
+
+
+class _ticker:
+    """A tqdm counter of blobs listed, for long listings on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(unit=" blobs", file=sys.stderr, leave=False)
+
+    def __enter__(self) -> Callable[[], None] | None:
+        return None if self._bar is None else (lambda: self._bar.update(1))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _chart(report: dict[str, Any], path: Path) -> None:
+    """Bytes before and after by folder, as a bar chart."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise OSError(2, "--chart needs matplotlib (pip install matplotlib)", str(path)) from exc
+    folders = report["by_folder"]
+    names = list(folders)
+    figure, axes = plt.subplots(figsize=(max(4, len(names) * 1.2), 4))
+    positions = range(len(names))
+    axes.bar([p - 0.2 for p in positions], [folders[n]["bytes_in"] / 1e6 for n in names], 0.4, label="before")
+    axes.bar([p + 0.2 for p in positions], [folders[n]["bytes_out"] / 1e6 for n in names], 0.4, label="after")
+    axes.set_xticks(list(positions), names, rotation=30, ha="right")
+    axes.set_ylabel("MB")
+    axes.set_title(f"bytes before and after recompression{' under ' + report['prefix'] if report['prefix'] else ''}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def _storage(settings: Settings) -> StorageContext:

@@ -247,3 +247,18 @@ def test_process_route_refuses_names_outside_the_input_container_with_400(host: 
 
     assert response.status == 400
     assert response.json()["error"].startswith("blob name: ")
+
+
+def test_report_route_sums_what_was_written(host: RunningHost) -> None:
+    data = parquet_bytes(sample_table(321))
+    host.input.get_blob_client("report/r.parquet").upload_blob(data)
+    wait_for(lambda: host.output_blob("report/r.parquet"), "the output")
+
+    response = host.request("GET", "/api/report?prefix=report/")
+
+    assert response.status == 200
+    report = response.json()
+    assert report["total"]["files"] == 1
+    assert report["total"]["bytes_in"] == len(data)
+    assert report["total"]["bytes_out"] == len(host.output_blob("report/r.parquet") or b"")
+    assert host.request("GET", "/api/report?bogus=1").status == 400
