@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from devhost.__main__ import load_local_settings
 from devhost.azurite import Azurite, connection_string, free_port, port_open
 from shared.settings import STORAGE_CONNECTION
 from tests.helpers import ROOT, app_free_env, assert_same_data, parquet_bytes, sample_table, wait_for
@@ -172,3 +176,19 @@ def test_a_blob_uploaded_while_the_host_was_down_is_processed_when_it_starts(
         assert stop(process) == 0, log.read_text()
 
     assert_same_data(data, written)
+
+
+def test_settings_already_in_the_environment_win_over_local_settings(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A telemetry endpoint (or any setting) exported before `make run` is the one the app sees."""
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://from-the-file:4318", "RECOMPRESS_ZSTD_LEVEL": "9"}}))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://from-the-shell:4318")
+    monkeypatch.setenv("RECOMPRESS_ZSTD_LEVEL", "")  # recorded, so the value loaded below is undone afterwards
+    monkeypatch.delenv("RECOMPRESS_ZSTD_LEVEL")
+
+    loaded = load_local_settings(tmp_path)
+
+    assert loaded == tmp_path / "local.settings.json"
+    assert os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://from-the-shell:4318"
+    assert os.environ["RECOMPRESS_ZSTD_LEVEL"] == "9"
