@@ -25,7 +25,7 @@ def test_discover_reads_the_real_app() -> None:
     http, blobs = discover(function_app.app)
 
     assert {f.route: f.methods for f in http} == {
-        "recompress": ("POST",), "process": ("POST",), "health": ("GET",),
+        "recompress": ("POST",), "process": ("POST",), "health": ("GET",), "report": ("GET",),
     }
     assert [(f.container, f.connection) for f in blobs] == [("input", "ParquetStorage")]
 
