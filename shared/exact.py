@@ -12,9 +12,12 @@ This module never decodes a value except in the ``full`` proof, and nothing
 it writes may be used before :func:`recompress` returns: the proof runs as the
 output is written and raises on any mismatch.
 
-Memory is bounded by a few column chunks in flight (``threads`` * 2), plus, for
-``verify="full"``, the rewritten chunks of one top-level column of one row group,
-which are decoded from memory as a small Parquet file of their own.
+Memory is bounded, whatever the file's size, by the stored bytes read ahead
+(:data:`READ_AHEAD_BYTES`, or one column chunk when that is bigger) and their
+rewrites waiting to be written, plus, for ``verify="full"``, the rewritten chunks
+of a few top-level columns of one row group (:data:`DECODES_BEHIND` + 1 sets of
+about :data:`DECODE_UNIT_BYTES`, or one whole top-level column when that is
+bigger), each decoded from memory as a small Parquet file of its own.
 
 Default level, measured (/tmp bench on this 2-core machine, not in the tests): a generated
 5,000,000-row mixed table (int64 ids, float64, low-cardinality strings, random high-cardinality
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from pyarrow._parquet import ParquetReader
 
 from shared.errors import (
     DamagedError,
@@ -57,18 +60,20 @@ from shared.parquet.thrift import Struct, ThriftError, ThriftList
 from shared.proof import Outcome, ProofKind, check_group_rows, check_totals
 
 DEFAULT_LEVEL = 1
-#: Rows per batch when the full proof decodes a column.
+#: Rows per batch when the full proof decodes its columns.
 PROOF_BATCH_ROWS = 64 * 1024
 #: Ranges closer than this are fetched in one read (page indexes sit side by side at the end).
 MERGE_GAP = 64 * 1024
 #: The pool recompresses a chunk's pages in runs of about this many decompressed bytes (whole pages).
 UNIT_BYTES = 4 << 20
 #: Stored bytes read ahead of the writer (beyond the chunk it waits for), in chunks being recompressed.
-READ_AHEAD_BYTES = 24 << 20
+READ_AHEAD_BYTES = 12 << 20
 #: The full proof decodes consecutive top-level columns of a row group together, about this many bytes at a time.
-DECODE_UNIT_BYTES = 4 << 20
+DECODE_UNIT_BYTES = 1 << 20
 #: Decodes of the full proof that may still be running behind the writer.
 DECODES_BEHIND = 2
+#: Threads decoding for the full proof, beside the pool's; one keeps its memory to one column at a time.
+DECODE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,10 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
     chunks = _plan(ft.FileMeta(output), leaves, footer, name)
     builder = FileBuilder(sink, name=name)
     run = _Run(source, builder, options, name, footer, leaves)
-    with ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="exact") as pool:
-        rows_read = run.all(pool, ft.FileMeta(output).row_groups, chunks, deadline, progress)
+    # The full proof decodes on a thread of its own, so it never waits in line behind the pages read ahead.
+    with ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="exact") as pool, \
+            ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="exact-proof") as proofs:
+        rows_read = run.all(pool, proofs, ft.FileMeta(output).row_groups, chunks, deadline, progress)
     builder.finish(output)
     _prove_footer(footer.tree, output, name)
     _prove_offsets(output, builder, name)
@@ -222,9 +229,9 @@ class _Run:
     The main thread reads and walks chunks (page headers only) ahead of the writer, within
     :data:`READ_AHEAD_BYTES`, and hands their pages to the pool in units of about :data:`UNIT_BYTES`;
     decompression, compression and the round trip all run there, where pyarrow's codecs release the GIL.
-    Results are written strictly in order. Under ``verify="full"`` the rewritten chunks of a few consecutive
-    top-level columns are decoded on the pool too, while later pages are being compressed; at most
-    :data:`DECODES_BEHIND` such decodes run behind the writer.
+    Results are written strictly in order. Under ``verify="full"`` the rewritten chunks of each top-level
+    column (or of a few small consecutive ones) are decoded on a thread of their own while later pages are
+    being compressed; the writer waits only when more than :data:`DECODES_BEHIND` decodes are behind it.
     """
 
     def __init__(self, source: pa.NativeFile, builder: FileBuilder, options: ExactOptions, name: str,
@@ -249,7 +256,8 @@ class _Run:
     def read(self, offset: int, length: int, what: str) -> bytes:
         return ft.read_exactly(self.source, offset, length, self.name, what)
 
-    def all(self, pool: ThreadPoolExecutor, groups: list[ft.RowGroup], plan: list[list[_Chunk]],
+    def all(self, pool: ThreadPoolExecutor, proofs: ThreadPoolExecutor, groups: list[ft.RowGroup],
+            plan: list[list[_Chunk]],
             deadline: Deadline | None, progress: Callable[[int], None] | None) -> int:
         """Rewrite every row group; return the rows they were proven to hold."""
         ahead = _Ahead(self, pool, groups, plan, deadline)
@@ -259,7 +267,7 @@ class _Run:
             for index, group in enumerate(groups):
                 if deadline is not None:
                     deadline.check()
-                rows += self._group(pool, ahead, decodes, index, group, plan[index])
+                rows += self._group(proofs, ahead, decodes, index, group, plan[index])
                 if progress is not None:
                     progress(group.num_rows)
             while decodes:
@@ -565,8 +573,13 @@ def _decoded_rows(data: bytes) -> tuple[int, BaseException | None]:
     """Rows decoded from an in-memory Parquet file, every column validated in full; and the error, if any."""
     rows = 0
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        for batch in parquet.iter_batches(batch_size=PROOF_BATCH_ROWS, use_threads=True):
+        # Read with the system allocator: this proof frees everything it decodes at once, and the process-wide
+        # pool may hand freed pages back to the OS at once (reencode.release_memory_promptly), only to fault
+        # them in again for the next batch; pq.ParquetFile takes no memory pool, so its reader is opened here.
+        reader = ParquetReader(memory_pool=pa.system_memory_pool())
+        reader.open(pa.BufferReader(data), pre_buffer=False, arrow_extensions_enabled=True)
+        batches = reader.iter_batches(PROOF_BATCH_ROWS, list(range(reader.num_row_groups)), None, False)
+        for batch in batches:
             for column in batch.columns:
                 column.validate(full=True)
             rows += batch.num_rows
