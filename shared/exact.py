@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import copy
 import struct
+from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,18 +62,18 @@ from shared.parquet.thrift import Struct, ThriftError, ThriftList
 from shared.proof import Outcome, ProofKind, check_group_rows, check_totals
 
 DEFAULT_LEVEL = 1
-#: Rows per batch when the full proof decodes its columns.
-PROOF_BATCH_ROWS = 64 * 1024
+#: Rows per batch when the full proof decodes its columns (small batches keep its peak memory low, at no cost).
+PROOF_BATCH_ROWS = 16 * 1024
 #: Ranges closer than this are fetched in one read (page indexes sit side by side at the end).
 MERGE_GAP = 64 * 1024
 #: The pool recompresses a chunk's pages in runs of about this many decompressed bytes (whole pages).
 UNIT_BYTES = 4 << 20
 #: Stored bytes read ahead of the writer (beyond the chunk it waits for), in chunks being recompressed.
-READ_AHEAD_BYTES = 12 << 20
-#: The full proof decodes consecutive top-level columns of a row group together, about this many bytes at a time.
+READ_AHEAD_BYTES = 8 << 20
+#: The full proof decodes whole top-level columns, consecutive small ones together until they hold this many bytes.
 DECODE_UNIT_BYTES = 1 << 20
 #: Decodes of the full proof that may still be running behind the writer.
-DECODES_BEHIND = 2
+DECODES_BEHIND = 1
 #: Threads decoding for the full proof, beside the pool's; one keeps its memory to one column at a time.
 DECODE_THREADS = 1
 
@@ -152,7 +154,7 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
         rows_read = run.all(pool, proofs, ft.FileMeta(output).row_groups, chunks, deadline, progress)
     builder.finish(output)
     _prove_footer(footer.tree, output, name)
-    _prove_offsets(output, builder, name)
+    _prove_offsets(output, builder, run.ledger, name)
     declared = sum(group.num_rows for group in meta.row_groups)
     written = sum(group.num_rows for group in ft.FileMeta(output).row_groups)
     check_totals(name, declared, rows_read, written)
@@ -243,6 +245,7 @@ class _Run:
         self.footer = footer
         self.leaves = leaves
         self.limit = options.limits.max_row_group_bytes if options.limits is not None else None
+        self.ledger = _Ledger(name)
         # What the full proof's files take from the input's footer, read once here.
         self.schema: list[Struct] = []
         self.version = 1
@@ -349,9 +352,8 @@ class _Run:
         file_offset = chunk.tree.get_int(ft.CC_FILE_OFFSET)
         if file_offset is not None:
             chunk.tree.set(ft.CC_FILE_OFFSET, moved.get(file_offset, start))
-        written = self.builder.written.pages
         for old, header in result.headers.items():
-            written[start + old] = header
+            self.ledger.add(start + old, header)
 
     def read_extras(self, chunks: list[_Chunk]) -> dict[tuple[int, int], bytes]:
         """Page indexes and bloom filters of a row group, fetched in as few reads as they allow."""
@@ -827,7 +829,33 @@ def _path(path: tuple[Any, ...]) -> str:
     return "/".join(str(part) for part in path) or "the root"
 
 
-def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
+class _Ledger:
+    """Every page header written, in file order: where it starts, its length, and the payload size it declares.
+
+    The size is read from the header's bytes as they are written (:func:`pages.stored_size`); three arrays of
+    integers, so a file of any size costs a few bytes per page.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.starts = array("q")
+        self.header_lengths = array("q")
+        self.sizes = array("q")
+
+    def add(self, offset: int, header: bytes) -> None:
+        if self.starts and offset <= self.starts[-1]:
+            raise VerificationError(self.name, f"page headers written out of order at {offset} (check: offsets)")
+        self.starts.append(offset)
+        self.header_lengths.append(len(header))
+        self.sizes.append(pages.stored_size(header))
+
+    def find(self, offset: int) -> int | None:
+        """The index of the page written at ``offset``, or None."""
+        index = bisect_left(self.starts, offset)
+        return index if index < len(self.starts) and self.starts[index] == offset else None
+
+
+def _prove_offsets(tree: Struct, builder: FileBuilder, ledger: _Ledger, name: str) -> None:
     """Every offset in the output footer points at what was written there: a page header, an index, a filter."""
     written = builder.written
 
@@ -840,15 +868,15 @@ def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
             assert meta is not None
             where = f"row group {g}, column {c}"
             dpo = meta.data_page_offset
-            if meta.total_compressed_size and dpo >= 4 and dpo not in written.pages:
+            if meta.total_compressed_size and dpo >= 4 and ledger.find(dpo) is None:
                 raise fail(f"{where}: data_page_offset {meta.data_page_offset} points at no page written")
             for offset in (meta.dictionary_page_offset, meta.index_page_offset):
                 if offset is not None and offset >= 4 and offset < builder.position and (
-                        offset not in written.pages and meta.total_compressed_size):
+                        ledger.find(offset) is None and meta.total_compressed_size):
                     moved = offset - meta.chunk_start()
                     if 0 <= moved < meta.total_compressed_size:
                         raise fail(f"{where}: a page offset {offset} points inside a page")
-            _prove_chunk_pages(written.pages, meta, where, fail)
+            _prove_chunk_pages(ledger, meta, where, fail)
             if meta.bloom_filter_offset is not None and meta.bloom_filter_offset not in written.blooms:
                 raise fail(f"{where}: bloom filter offset points at no filter written")
             if chunk.column_index_offset is not None and written.column_indexes.get(
@@ -860,21 +888,22 @@ def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
                     raise fail(f"{where}: offset index offset points at no offset index written")
                 for location in thrift.loads(raw).get_structs(1):
                     offset, size = location.get_int(1), location.get_int(2)
-                    header = written.pages.get(offset or -1)
-                    if header is None or size is None or size < len(header):
+                    index = ledger.find(offset or -1)
+                    if index is None or size is None or size < ledger.header_lengths[index]:
                         raise fail(f"{where}: offset index points at no page written")
 
 
-def _prove_chunk_pages(written: dict[int, bytes], meta: ft.ColumnMeta, where: str,
+def _prove_chunk_pages(ledger: _Ledger, meta: ft.ColumnMeta, where: str,
                        fail: Callable[[str], VerificationError]) -> None:
     """The chunk's pages, as written, tile exactly the range its metadata declares."""
     position = meta.chunk_start()
     end = position + meta.total_compressed_size
+    index = ledger.find(position) if position < end else None
     while position < end:
-        header = written.get(position)
-        if header is None:
+        if index is None or index >= len(ledger.starts) or ledger.starts[index] != position:
             raise fail(f"{where}: no page header was written at {position}")
-        position += len(header) + pages.stored_size(header)
+        position += ledger.header_lengths[index] + ledger.sizes[index]
+        index += 1
     if position != end:
         raise fail(f"{where}: pages overrun the chunk's declared size")
 
