@@ -19,16 +19,16 @@ of a few top-level columns of one row group (:data:`DECODES_BEHIND` + 1 sets of
 about :data:`DECODE_UNIT_BYTES`, or one whole top-level column when that is
 bigger), each decoded from memory as a small Parquet file of its own.
 
-Default level, measured (/tmp bench on this 2-core machine, not in the tests): a generated
-5,000,000-row mixed table (int64 ids, float64, low-cardinality strings, random high-cardinality
-strings, timestamps, nullable bools), 150.7 MB as snappy in 1M-row groups, exact recompress from a
-memory map into memory, threads=2, verify="pages":
+Default level, measured (this 2-core machine, shared, load ~2; not in the tests): the bench's
+"mixed" input (bench/datagen.py: 5,000,000 rows of ids, timestamps, doubles, small ints, low- and
+high-cardinality strings, booleans, a nullable column; 115.7 MB as snappy in 1M-row groups),
+``python -m shared recompress --mode exact`` as a whole process, best of 3 (wall / CPU):
 
-    level 1: 109.4 MB, 2.49 s    level 3: 107.5 MB, 2.27 s
-    level 6: 110.1 MB, 6.52 s    level 9: 106.7 MB, 9.10 s
-    (level 3 with verify="full": 2.87 s)
+    level 1: 70.63 MB, verify="pages" 1.19 s / 1.87 s, verify="full" 2.14 s / 2.89 s
+    level 3: 72.62 MB, verify="pages" 1.42 s / 2.13 s, verify="full" 2.15 s / 3.14 s
 
-Level 3 is the default: smaller and no slower than level 1, within 1% of level 9 at a quarter of its time.
+Level 1 is the default: on this table it is both smaller than level 3 and cheaper (less CPU;
+faster wall with the pages proof, the same with the full proof, whose decode then dominates).
 """
 
 from __future__ import annotations
