@@ -281,7 +281,7 @@ class _Run:
                 future.cancel()
         return rows
 
-    def _group(self, pool: ThreadPoolExecutor, ahead: _Ahead, decodes: deque[Future[None]], index: int,
+    def _group(self, proofs: ThreadPoolExecutor, ahead: _Ahead, decodes: deque[Future[None]], index: int,
                group: ft.RowGroup, chunks: list[_Chunk]) -> int:
         """Write one row group's rewritten chunks, in order, and queue its full proof; return its rows."""
         indexes: list[tuple[Struct, bytes | None, Struct | None]] = []
@@ -304,12 +304,12 @@ class _Run:
             self._count(chunk, result, group.num_rows)
             if full:
                 if proof and proof_bytes >= DECODE_UNIT_BYTES and proof[-1][0].leaf.top_level != chunk.leaf.top_level:
-                    self._queue_decode(pool, decodes, group, proof)
+                    self._queue_decode(proofs, decodes, group, proof)
                     proof, proof_bytes = [], 0
                 proof.append((chunk, result.parts))
                 proof_bytes += result.length
         if proof:
-            self._queue_decode(pool, decodes, group, proof)
+            self._queue_decode(proofs, decodes, group, proof)
         for meta_tree, bloom in blooms:
             self.builder.write_bloom(meta_tree, bloom)
         if first_start is not None and group.tree.has(ft.RG_FILE_OFFSET):
@@ -319,14 +319,17 @@ class _Run:
         self.builder.add_row_group(group.tree, indexes, renumber=False)
         return group.num_rows
 
-    def _queue_decode(self, pool: ThreadPoolExecutor, decodes: deque[Future[None]], group: ft.RowGroup,
+    def _queue_decode(self, proofs: ThreadPoolExecutor, decodes: deque[Future[None]], group: ft.RowGroup,
                       chunks: list[tuple[_Chunk, list[bytes]]]) -> None:
-        """Decode these rewritten chunks on the pool; wait for the oldest decodes beyond DECODES_BEHIND."""
+        """Decode these rewritten chunks on the proof thread; wait for the oldest beyond DECODES_BEHIND.
+
+        Errors surface in a fixed order: a decode's when the writer waits for it, or at the end of the file.
+        """
         items = [(chunk.leaf.top_level, chunk.leaf.path[0], copy.deepcopy(chunk.tree), parts)
                  for chunk, parts in chunks]
         proof = _Proof(chunks[0][0].group, group.num_rows, group.total_byte_size, self.schema, self.version,
                        self.created_by, items)
-        decodes.append(pool.submit(_decode, proof, self.name))
+        decodes.append(proofs.submit(_decode, proof, self.name))
         while len(decodes) > DECODES_BEHIND:
             decodes.popleft().result()
 
@@ -520,8 +523,8 @@ def _assemble(units: list[_Unit]) -> _Rewritten:
 class _Proof:
     """Rewritten chunks of consecutive top-level columns of one row group, to decode as a Parquet file.
 
-    Everything here is the task's own (the chunks' footer entries are copies), so it runs on the pool while the
-    main thread goes on editing the output footer.
+    Everything here is the task's own (the chunks' footer entries are copies), so it runs on the proof thread
+    while the main thread goes on editing the output footer.
     """
 
     index: int  # the row group's
