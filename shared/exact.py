@@ -12,26 +12,31 @@ This module never decodes a value except in the ``full`` proof, and nothing
 it writes may be used before :func:`recompress` returns: the proof runs as the
 output is written and raises on any mismatch.
 
-Memory is bounded by a few column chunks in flight (``threads`` * 2), plus, for
-``verify="full"``, the rewritten chunks of one top-level column of one row group,
-which are decoded from memory as a small Parquet file of their own.
+Memory is bounded, whatever the file's size, by the stored bytes read ahead
+(:data:`READ_AHEAD_BYTES`, or one column chunk when that is bigger) and their
+rewrites waiting to be written, plus, for ``verify="full"``, the rewritten chunks
+of a few top-level columns of one row group (:data:`DECODES_BEHIND` + 1 sets of
+about :data:`DECODE_UNIT_BYTES`, or one whole top-level column when that is
+bigger), each decoded from memory as a small Parquet file of its own.
 
-Default level, measured (/tmp bench on this 2-core machine, not in the tests): a generated
-5,000,000-row mixed table (int64 ids, float64, low-cardinality strings, random high-cardinality
-strings, timestamps, nullable bools), 150.7 MB as snappy in 1M-row groups, exact recompress from a
-memory map into memory, threads=2, verify="pages":
+Default level, measured (this 2-core machine, shared, load ~2; not in the tests): the bench's
+"mixed" input (bench/datagen.py: 5,000,000 rows of ids, timestamps, doubles, small ints, low- and
+high-cardinality strings, booleans, a nullable column; 115.7 MB as snappy in 1M-row groups),
+``python -m shared recompress --mode exact`` as a whole process, best of 3 (wall / CPU):
 
-    level 1: 109.4 MB, 2.49 s    level 3: 107.5 MB, 2.27 s
-    level 6: 110.1 MB, 6.52 s    level 9: 106.7 MB, 9.10 s
-    (level 3 with verify="full": 2.87 s)
+    level 1: 70.63 MB, verify="pages" 1.19 s / 1.87 s, verify="full" 2.14 s / 2.89 s
+    level 3: 72.62 MB, verify="pages" 1.42 s / 2.13 s, verify="full" 2.15 s / 3.14 s
 
-Level 3 is the default: smaller and no slower than level 1, within 1% of level 9 at a quarter of its time.
+Level 1 is the default: on this table it is both smaller than level 3 and cheaper (less CPU;
+faster wall with the pages proof, the same with the full proof, whose decode then dominates).
 """
 
 from __future__ import annotations
 
 import copy
 import struct
+from array import array
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from pyarrow._parquet import ParquetReader
 
 from shared.errors import (
     DamagedError,
@@ -56,11 +61,21 @@ from shared.parquet.assembly import FileBuilder, Writable, bloom_length, shift_o
 from shared.parquet.thrift import Struct, ThriftError, ThriftList
 from shared.proof import Outcome, ProofKind, check_group_rows, check_totals
 
-DEFAULT_LEVEL = 3
-#: Rows per batch when the full proof decodes a column.
-PROOF_BATCH_ROWS = 64 * 1024
+DEFAULT_LEVEL = 1
+#: Rows per batch when the full proof decodes its columns (small batches keep its peak memory low, at no cost).
+PROOF_BATCH_ROWS = 16 * 1024
 #: Ranges closer than this are fetched in one read (page indexes sit side by side at the end).
 MERGE_GAP = 64 * 1024
+#: The pool recompresses a chunk's pages in runs of about this many decompressed bytes (whole pages).
+UNIT_BYTES = 4 << 20
+#: Stored bytes read ahead of the writer (beyond the chunk it waits for), in chunks being recompressed.
+READ_AHEAD_BYTES = 8 << 20
+#: The full proof decodes whole top-level columns, consecutive small ones together until they hold this many bytes.
+DECODE_UNIT_BYTES = 1 << 20
+#: Decodes of the full proof that may still be running behind the writer.
+DECODES_BEHIND = 1
+#: Threads decoding for the full proof, beside the pool's; one keeps its memory to one column at a time.
+DECODE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -91,15 +106,28 @@ class _Chunk:
 class _Rewritten:
     """A chunk's new bytes and where its pages moved (offsets relative to the chunk's start)."""
 
-    data: bytes
+    parts: list[bytes]  # the chunk's new bytes, in pieces to write one after the other
+    length: int
     moved: dict[int, int]  # old relative page offset -> new relative offset
     sizes: dict[int, int]  # old relative page offset -> new page size, header included
     headers: dict[int, bytes]  # new relative offset -> header bytes written there
     header_growth: int
     values: int
     v2_rows: int | None  # rows counted from v2 headers when every data page is v2
-    first_page: int | None = None
     kinds: dict[int, int] = field(default_factory=dict)  # old relative offset -> page type
+
+
+@dataclass
+class _Unit:
+    """A run of one chunk's pages, recompressed on the pool (offsets relative to the run's first page)."""
+
+    data: bytes
+    pages: list[tuple[int, int, int, bytes, int]]  # old chunk offset, new offset, new size, new header, page type
+    header_growth: int
+    values: int
+    v2_rows: int
+    all_v2: bool  # every data page is v2 (says its rows)
+    any_data: bool
 
 
 def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, name: str,
@@ -120,17 +148,13 @@ def recompress(source: pa.NativeFile, sink: Writable, options: ExactOptions, *, 
     chunks = _plan(ft.FileMeta(output), leaves, footer, name)
     builder = FileBuilder(sink, name=name)
     run = _Run(source, builder, options, name, footer, leaves)
-    rows_read = 0
-    with ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="exact") as pool:
-        for index, group in enumerate(ft.FileMeta(output).row_groups):
-            if deadline is not None:
-                deadline.check()
-            rows_read += run.group(pool, index, group, chunks[index])
-            if progress is not None:
-                progress(group.num_rows)
+    # The full proof decodes on a thread of its own, so it never waits in line behind the pages read ahead.
+    with ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="exact") as pool, \
+            ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="exact-proof") as proofs:
+        rows_read = run.all(pool, proofs, ft.FileMeta(output).row_groups, chunks, deadline, progress)
     builder.finish(output)
     _prove_footer(footer.tree, output, name)
-    _prove_offsets(output, builder, name)
+    _prove_offsets(output, builder, run.ledger, name)
     declared = sum(group.num_rows for group in meta.row_groups)
     written = sum(group.num_rows for group in ft.FileMeta(output).row_groups)
     check_totals(name, declared, rows_read, written)
@@ -202,7 +226,15 @@ def _chunk(g: int, c: int, chunk: ft.ColumnChunk, leaf: ft.Leaf, footer: ft.Foot
 
 
 class _Run:
-    """One file's rewrite: reads chunks in order, compresses them on a pool, writes them in order."""
+    """One file's rewrite: reads chunks ahead, recompresses their pages on a pool, writes them in order.
+
+    The main thread reads and walks chunks (page headers only) ahead of the writer, within
+    :data:`READ_AHEAD_BYTES`, and hands their pages to the pool in units of about :data:`UNIT_BYTES`;
+    decompression, compression and the round trip all run there, where pyarrow's codecs release the GIL.
+    Results are written strictly in order. Under ``verify="full"`` the rewritten chunks of each top-level
+    column (or of a few small consecutive ones) are decoded on a thread of their own while later pages are
+    being compressed; the writer waits only when more than :data:`DECODES_BEHIND` decodes are behind it.
+    """
 
     def __init__(self, source: pa.NativeFile, builder: FileBuilder, options: ExactOptions, name: str,
                  footer: ft.Footer, leaves: list[ft.Leaf]) -> None:
@@ -212,20 +244,57 @@ class _Run:
         self.name = name
         self.footer = footer
         self.leaves = leaves
-        self.in_flight = max(2, options.threads * 2)
+        self.limit = options.limits.max_row_group_bytes if options.limits is not None else None
+        self.ledger = _Ledger(name)
+        # What the full proof's files take from the input's footer, read once here.
+        self.schema: list[Struct] = []
+        self.version = 1
+        self.created_by: bytes | None = None
+        if options.verify == "full":
+            tree = footer.tree
+            self.schema = tree.get_structs(ft.FMD_SCHEMA)
+            self.version = tree.get_int(ft.FMD_VERSION) or 1
+            self.created_by = tree.get_binary(ft.FMD_CREATED_BY)
 
     def read(self, offset: int, length: int, what: str) -> bytes:
         return ft.read_exactly(self.source, offset, length, self.name, what)
 
-    def group(self, pool: ThreadPoolExecutor, index: int, group: ft.RowGroup, chunks: list[_Chunk]) -> int:
-        """Rewrite one row group; return the rows it was proven to hold."""
-        extras = self._read_extras(chunks)
+    def all(self, pool: ThreadPoolExecutor, proofs: ThreadPoolExecutor, groups: list[ft.RowGroup],
+            plan: list[list[_Chunk]],
+            deadline: Deadline | None, progress: Callable[[int], None] | None) -> int:
+        """Rewrite every row group; return the rows they were proven to hold."""
+        ahead = _Ahead(self, pool, groups, plan, deadline)
+        decodes: deque[Future[None]] = deque()
+        rows = 0
+        try:
+            for index, group in enumerate(groups):
+                if deadline is not None:
+                    deadline.check()
+                rows += self._group(proofs, ahead, decodes, index, group, plan[index])
+                if progress is not None:
+                    progress(group.num_rows)
+            while decodes:
+                decodes.popleft().result()
+        finally:
+            ahead.cancel()
+            for future in decodes:
+                future.cancel()
+        return rows
+
+    def _group(self, proofs: ThreadPoolExecutor, ahead: _Ahead, decodes: deque[Future[None]], index: int,
+               group: ft.RowGroup, chunks: list[_Chunk]) -> int:
+        """Write one row group's rewritten chunks, in order, and queue its full proof; return its rows."""
         indexes: list[tuple[Struct, bytes | None, Struct | None]] = []
         blooms: list[tuple[Struct, bytes]] = []
-        pending: list[tuple[_Chunk, bytes]] = []  # the current top-level column's new chunks, for the proof
+        proof: list[tuple[_Chunk, list[bytes]]] = []  # rewritten chunks still to decode, whole top-level columns
+        proof_bytes = 0
         first_start: int | None = None
-        for chunk, result in self._rewritten(pool, chunks):
-            start = self.builder.write(result.data)
+        full = self.options.verify == "full" and group.num_rows > 0  # nothing to decode in a 0-row group
+        for chunk in chunks:
+            result, extras = ahead.next(chunk)
+            start = self.builder.position
+            for part in result.parts:
+                self.builder.write(part)
             first_start = start if first_start is None else first_start
             self._update(chunk, result, start)
             indexes.append(self._page_indexes(chunk, result, start, extras))
@@ -233,13 +302,14 @@ class _Run:
             if bloom is not None:
                 blooms.append((chunk.meta.tree, bloom))
             self._count(chunk, result, group.num_rows)
-            if self.options.verify == "full" and group.num_rows > 0:  # nothing to decode in a 0-row group
-                if pending and pending[0][0].leaf.top_level != chunk.leaf.top_level:
-                    self._decode(group, pending)
-                    pending = []
-                pending.append((chunk, result.data))
-        if pending:
-            self._decode(group, pending)
+            if full:
+                if proof and proof_bytes >= DECODE_UNIT_BYTES and proof[-1][0].leaf.top_level != chunk.leaf.top_level:
+                    self._queue_decode(proofs, decodes, group, proof)
+                    proof, proof_bytes = [], 0
+                proof.append((chunk, result.parts))
+                proof_bytes += result.length
+        if proof:
+            self._queue_decode(proofs, decodes, group, proof)
         for meta_tree, bloom in blooms:
             self.builder.write_bloom(meta_tree, bloom)
         if first_start is not None and group.tree.has(ft.RG_FILE_OFFSET):
@@ -249,35 +319,28 @@ class _Run:
         self.builder.add_row_group(group.tree, indexes, renumber=False)
         return group.num_rows
 
-    def _rewritten(self, pool: ThreadPoolExecutor, chunks: list[_Chunk]) -> Iterator[tuple[_Chunk, _Rewritten]]:
-        """Chunks rewritten on the pool, yielded in order, with at most ``in_flight`` held at once."""
-        queue: deque[tuple[_Chunk, Future[_Rewritten]]] = deque()
-        limit = self.options.limits.max_row_group_bytes if self.options.limits is not None else None
-        declared = 0
-        try:
-            for chunk in chunks:
-                data = self.read(chunk.start, chunk.length, f"{chunk.where}: the column chunk")
-                walked = _walk(data, chunk, self.name)
-                declared += _declared_size(walked, chunk, limit, declared, self.name)
-                queue.append((chunk, pool.submit(_rewrite, walked, chunk, self.options.level, self.name)))
-                if len(queue) >= self.in_flight:
-                    done, future = queue.popleft()
-                    yield done, future.result()
-            while queue:
-                done, future = queue.popleft()
-                yield done, future.result()
-        finally:
-            for _, future in queue:
-                future.cancel()
+    def _queue_decode(self, proofs: ThreadPoolExecutor, decodes: deque[Future[None]], group: ft.RowGroup,
+                      chunks: list[tuple[_Chunk, list[bytes]]]) -> None:
+        """Decode these rewritten chunks on the proof thread; wait for the oldest beyond DECODES_BEHIND.
+
+        Errors surface in a fixed order: a decode's when the writer waits for it, or at the end of the file.
+        """
+        items = [(chunk.leaf.top_level, chunk.leaf.path[0], copy.deepcopy(chunk.tree), parts)
+                 for chunk, parts in chunks]
+        proof = _Proof(chunks[0][0].group, group.num_rows, group.total_byte_size, self.schema, self.version,
+                       self.created_by, items)
+        decodes.append(proofs.submit(_decode, proof, self.name))
+        while len(decodes) > DECODES_BEHIND:
+            decodes.popleft().result()
 
     def _update(self, chunk: _Chunk, result: _Rewritten, start: int) -> None:
         """Point the output footer's chunk at its new pages: codec, sizes and offsets."""
         meta = chunk.meta.tree
         moved = {chunk.start + old: start + new for old, new in result.moved.items()}
         moved.setdefault(chunk.start, start)
-        moved.setdefault(chunk.start + chunk.length, start + len(result.data))
+        moved.setdefault(chunk.start + chunk.length, start + result.length)
         meta.set(ft.CM_CODEC, ft.ZSTD)
-        meta.set(ft.CM_TOTAL_COMPRESSED, len(result.data))
+        meta.set(ft.CM_TOTAL_COMPRESSED, result.length)
         meta.set(ft.CM_TOTAL_UNCOMPRESSED, chunk.meta.total_uncompressed_size + result.header_growth)
         for field_id in (ft.CM_DATA_PAGE_OFFSET, ft.CM_DICT_PAGE_OFFSET, ft.CM_INDEX_PAGE_OFFSET):
             old = meta.get_int(field_id)
@@ -293,9 +356,9 @@ class _Run:
         if file_offset is not None:
             chunk.tree.set(ft.CC_FILE_OFFSET, moved.get(file_offset, start))
         for old, header in result.headers.items():
-            self.builder.written.pages[start + old] = header
+            self.ledger.add(start + old, header)
 
-    def _read_extras(self, chunks: list[_Chunk]) -> dict[tuple[int, int], bytes]:
+    def read_extras(self, chunks: list[_Chunk]) -> dict[tuple[int, int], bytes]:
         """Page indexes and bloom filters of a row group, fetched in as few reads as they allow."""
         wanted: list[tuple[int, int]] = []
         for chunk in chunks:
@@ -363,26 +426,171 @@ class _Run:
         elif result.v2_rows is not None:
             check_group_rows(self.name, chunk.group, declared, result.v2_rows, what)
 
-    def _decode(self, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]]) -> None:
-        """The full proof for one top-level column: decode its new chunks with pyarrow and count the rows."""
-        first = chunks[0][0]
-        label = f"row group {first.group}, column '{first.leaf.path[0]}'"
-        try:
-            data = _single_column_file(self.footer.tree, group, chunks)
-        except ThriftError as exc:
-            raise DamagedError(self.name, f"{label}: cannot build the column to decode ({exc}) "
-                                          "(check: decode)") from exc
-        rows = 0
-        try:
-            parquet = pq.ParquetFile(pa.BufferReader(data))
-            for batch in parquet.iter_batches(batch_size=PROOF_BATCH_ROWS, use_threads=False):
-                for column in batch.columns:
-                    column.validate(full=True)
-                rows += batch.num_rows
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise DamagedError(self.name, f"{label}: values do not decode ({_first_line(exc)}) "
-                                          "(check: decode)") from exc
-        check_group_rows(self.name, first.group, group.num_rows, rows, f"column '{first.leaf.path[0]}' decoded")
+
+class _Ahead:
+    """Chunks read, walked, checked against the limits and handed to the pool ahead of the writer, in file order.
+
+    At least the chunk the writer waits for is in flight, and more while the stored bytes in flight stay under
+    :data:`READ_AHEAD_BYTES`.
+    """
+
+    def __init__(self, run: _Run, pool: ThreadPoolExecutor, groups: list[ft.RowGroup], plan: list[list[_Chunk]],
+                 deadline: Deadline | None) -> None:
+        self.run = run
+        self.pool = pool
+        self.deadline = deadline
+        self.order = deque(chunk for chunks in plan for chunk in chunks)
+        self.plan = plan
+        self.queue: deque[tuple[_Chunk, list[Future[_Unit]], dict[tuple[int, int], bytes]]] = deque()
+        self.bytes = 0
+        self.group = -1
+        self.declared = 0
+        self.extras: dict[tuple[int, int], bytes] = {}
+
+    def next(self, chunk: _Chunk) -> tuple[_Rewritten, dict[tuple[int, int], bytes]]:
+        """``chunk`` rewritten (the next in file order), and its row group's page indexes and bloom filters."""
+        while self.order and (not self.queue or self.bytes + self.order[0].length <= READ_AHEAD_BYTES):
+            self._submit(self.order.popleft())
+        queued, futures, extras = self.queue.popleft()
+        assert queued is chunk, "chunks are written in the order they were read"
+        self.bytes -= chunk.length
+        return _assemble([future.result() for future in futures]), extras
+
+    def _submit(self, chunk: _Chunk) -> None:
+        run = self.run
+        if chunk.group != self.group:
+            if self.deadline is not None:
+                self.deadline.check()
+            self.group, self.declared = chunk.group, 0
+            self.extras = run.read_extras(self.plan[chunk.group])
+        data = run.read(chunk.start, chunk.length, f"{chunk.where}: the column chunk")
+        walked = _walk(data, chunk, run.name)
+        self.declared += _declared_size(walked, chunk, run.limit, self.declared, run.name)
+        futures = []
+        level = run.options.level
+        for unit in _units(walked):
+            futures.append(self.pool.submit(_rewrite, unit, chunk, level, run.name))
+        self.queue.append((chunk, futures, self.extras))
+        self.bytes += chunk.length
+
+    def cancel(self) -> None:
+        for _, futures, _ in self.queue:
+            for future in futures:
+                future.cancel()
+        self.queue.clear()
+
+
+def _units(walked: list[pages.Page]) -> Iterator[list[pages.Page]]:
+    """A chunk's pages in runs of about UNIT_BYTES decompressed, the pool's unit of work."""
+    unit: list[pages.Page] = []
+    size = 0
+    for page in walked:
+        unit.append(page)
+        size += page.uncompressed_size
+        if size >= UNIT_BYTES:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
+
+
+def _assemble(units: list[_Unit]) -> _Rewritten:
+    """A chunk's rewrite from its units' (offsets relative to the chunk's start)."""
+    result = _Rewritten([], 0, {}, {}, {}, 0, 0, 0)
+    all_v2 = True
+    any_data = False
+    position = 0
+    for unit in units:
+        for old, new, size, header, kind in unit.pages:
+            result.moved[old] = position + new
+            result.sizes[old] = size
+            result.headers[position + new] = header
+            result.kinds[old] = kind
+        result.parts.append(unit.data)
+        position += len(unit.data)
+        result.header_growth += unit.header_growth
+        result.values += unit.values
+        result.v2_rows = (result.v2_rows or 0) + unit.v2_rows
+        all_v2 &= unit.all_v2
+        any_data |= unit.any_data
+    result.length = position
+    if not all_v2 or not any_data:
+        result.v2_rows = None
+    return result
+
+
+@dataclass
+class _Proof:
+    """Rewritten chunks of consecutive top-level columns of one row group, to decode as a Parquet file.
+
+    Everything here is the task's own (the chunks' footer entries are copies), so it runs on the proof thread
+    while the main thread goes on editing the output footer.
+    """
+
+    index: int  # the row group's
+    rows: int  # the row group's
+    total_byte_size: int
+    schema: list[Struct]  # the input's schema elements
+    version: int
+    created_by: bytes | None
+    chunks: list[tuple[int, str, Struct, list[bytes]]]  # top level, its name, a copy of the ColumnChunk, bytes
+
+
+def _decode(proof: _Proof, name: str) -> None:
+    """The full proof for these columns: decode them with pyarrow, validate them in full, and count the rows.
+
+    When they fail together, each top-level column is decoded on its own to name the first at fault, with the
+    error a column-by-column proof gives.
+    """
+    tops: list[list[tuple[int, str, Struct, list[bytes]]]] = []
+    for item in proof.chunks:
+        if tops and tops[-1][0][0] == item[0]:
+            tops[-1].append(item)
+        else:
+            tops.append([item])
+    if len(tops) > 1 and _decode_columns(proof, proof.chunks, name, quiet=True):
+        return
+    for top in tops:
+        _decode_columns(proof, top, name, quiet=False)
+
+
+def _decode_columns(proof: _Proof, chunks: list[tuple[int, str, Struct, list[bytes]]], name: str, *,
+                    quiet: bool) -> bool:
+    label = f"row group {proof.index}, column '{chunks[0][1]}'"
+    try:
+        data = _columns_file(proof, chunks)
+    except ThriftError as exc:
+        if quiet:
+            return False
+        raise DamagedError(name, f"{label}: cannot build the column to decode ({exc}) (check: decode)") from exc
+    rows, problem = _decoded_rows(data)
+    declared = proof.rows
+    if quiet:
+        return problem is None and rows == declared
+    if problem is not None:
+        raise DamagedError(name, f"{label}: values do not decode ({_first_line(problem)}) "
+                                 "(check: decode)") from problem
+    check_group_rows(name, proof.index, declared, rows, f"column '{chunks[0][1]}' decoded")
+    return True
+
+
+def _decoded_rows(data: bytes) -> tuple[int, BaseException | None]:
+    """Rows decoded from an in-memory Parquet file, every column validated in full; and the error, if any."""
+    rows = 0
+    try:
+        # Read with the system allocator: this proof frees everything it decodes at once, and the process-wide
+        # pool may hand freed pages back to the OS at once (reencode.release_memory_promptly), only to fault
+        # them in again for the next batch; pq.ParquetFile takes no memory pool, so its reader is opened here.
+        reader = ParquetReader(memory_pool=pa.system_memory_pool())
+        reader.open(pa.BufferReader(data), pre_buffer=False, arrow_extensions_enabled=True)
+        batches = reader.iter_batches(PROOF_BATCH_ROWS, list(range(reader.num_row_groups)), None, False)
+        for batch in batches:
+            for column in batch.columns:
+                column.validate(full=True)
+            rows += batch.num_rows
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        return rows, exc
+    return rows, None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -431,20 +639,21 @@ def _declared_size(walked: list[pages.Page], chunk: _Chunk, limit: int | None, b
     return total
 
 
-def _rewrite(walked: list[pages.Page], chunk: _Chunk, level: int, name: str) -> _Rewritten:
-    """Recompress every page of one chunk (runs on the pool; pyarrow's codecs release the GIL)."""
+def _rewrite(walked: list[pages.Page], chunk: _Chunk, level: int, name: str) -> _Unit:
+    """Recompress a run of one chunk's pages (runs on the pool; pyarrow's codecs release the GIL)."""
     out: list[bytes] = []
-    result = _Rewritten(b"", {}, {}, {}, 0, 0, 0)
+    unit = _Unit(b"", [], 0, 0, 0, True, False)
     position = 0
-    all_v2 = True
+    codec = chunk.meta.codec
     for page in walked:
         try:
-            stored, header = _rewrite_page(page, chunk.meta.codec, level)
-            result.values += page.num_values
+            stored, header = _rewrite_page(page, codec, level)
+            unit.values += page.num_values
             if page.is_data:
+                unit.any_data = True
                 rows = page.num_rows
-                all_v2 &= rows is not None
-                result.v2_rows = (result.v2_rows or 0) + (rows or 0)
+                unit.all_v2 &= rows is not None
+                unit.v2_rows += rows or 0
         except pages.PageError as exc:
             raise DamagedError(name, f"{chunk.where}: {exc}") from exc
         except codecs.UnsupportedCodec as exc:
@@ -455,17 +664,13 @@ def _rewrite(walked: list[pages.Page], chunk: _Chunk, level: int, name: str) -> 
         except ThriftError as exc:  # a header field of the wrong wire type
             raise DamagedError(name, f"{chunk.where}: page {page.index} header is malformed: {exc} "
                                      "(check: page header)") from exc
-        result.moved[page.offset] = position
-        result.kinds[page.offset] = page.type
-        result.sizes[page.offset] = len(header) + len(stored)
-        result.headers[position] = header
-        result.header_growth += len(header) - page.header_length
+        size = len(header) + len(stored)
+        unit.pages.append((page.offset, position, size, header, page.type))
+        unit.header_growth += len(header) - page.header_length
         out += (header, stored)
-        position += len(header) + len(stored)
-    if not all_v2 or not any(p.is_data for p in walked):
-        result.v2_rows = None
-    result.data = b"".join(out)
-    return result
+        position += size
+    unit.data = b"".join(out)
+    return unit
 
 
 def _rewrite_page(page: pages.Page, codec: int, level: int) -> tuple[bytes, bytes]:
@@ -474,57 +679,51 @@ def _rewrite_page(page: pages.Page, codec: int, level: int) -> tuple[bytes, byte
     if crc is not None and pages.crc32(page.payload) != crc:
         raise pages.PageError(page.index, "does not match its CRC", "page crc")
     levels = page.levels_length
-    prefix = page.payload[:levels]
-    body = page.payload[levels:]
+    payload = page.payload
+    body = payload[levels:] if levels else payload
     size = page.uncompressed_size - levels
-    raw = codecs.decompress(codec, body, size) if page.values_compressed else codecs.decompress(
-        ft.UNCOMPRESSED, body, size)
+    raw = codecs.decompress(codec if page.values_compressed else ft.UNCOMPRESSED, body, size)
     packed = codecs.compress_zstd(raw, level)
-    try:
-        same = codecs.decompress(ft.ZSTD, packed, len(raw)) == raw
-    except codecs.CodecError:
-        same = False
-    if not same:
+    if not codecs.inflates_to(packed, raw):
         raise VerificationError("zstd", f"page {page.index} does not decompress to its original bytes "
                                         "(check: page round trip)")
-    stored = bytes(prefix) + packed
-    header = page.header
-    header.set(pages.PH_COMPRESSED, len(stored))
-    if crc is not None:
-        header.set(pages.PH_CRC, pages.crc32(stored))
+    stored = bytes(payload[:levels]) + packed if levels else packed
     if page.type == pages.DATA_PAGE_V2:
         page.set_v2_compressed()
     try:
-        return stored, pages.serialize_header(header)
+        return stored, pages.new_header(page, len(stored), None if crc is None else pages.crc32(stored))
     except ThriftError as exc:  # backstop: the parser refuses what cannot be written back
         raise pages.PageError(page.index, f"header cannot be written back ({exc})", "page header write") from exc
 
 
-def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Chunk, bytes]]) -> bytes:
-    """A Parquet file in memory holding one top-level column of one row group, from the rewritten chunks.
+def _columns_file(proof: _Proof, chunks: list[tuple[int, str, Struct, list[bytes]]]) -> bytes:
+    """A Parquet file in memory holding consecutive top-level columns of one row group, from their new chunks.
 
-    The schema is pruned to that column, and the key-values (whose Arrow schema
+    The schema is pruned to those columns, and the key-values (whose Arrow schema
     names every column) are left out; ``created_by`` stays, since readers apply
     writer-specific fixes by it.
     """
-    top = chunks[0][0].leaf.top_level
-    schema = tree.get_structs(ft.FMD_SCHEMA)
-    first, end = _top_level_span(schema, top)
+    schema = proof.schema
+    first, _ = _top_level_span(schema, chunks[0][0])
+    _, end = _top_level_span(schema, chunks[-1][0])
     root = copy.deepcopy(schema[0])
-    root.set(ft.SE_NUM_CHILDREN, 1, thrift.I32)
-    body = bytearray(ft.MAGIC)
+    root.set(ft.SE_NUM_CHILDREN, chunks[-1][0] - chunks[0][0] + 1, thrift.I32)
+    body: list[bytes | memoryview] = [ft.MAGIC]
+    position = len(ft.MAGIC)
     columns: list[thrift.Value] = []
-    for chunk, data in chunks:
-        column = copy.deepcopy(chunk.tree)
+    for _, _, tree, parts in chunks:
+        column = copy.deepcopy(tree)
         meta = column.get_struct(ft.CC_META)
         assert meta is not None
-        new_start = len(body)
-        body += data
+        length = sum(len(part) for part in parts)
+        new_start = position
+        body += parts
+        position += length
         old_start = ft.ColumnMeta(meta).chunk_start()
         delta = new_start - old_start
         for field_id in (ft.CM_DATA_PAGE_OFFSET, ft.CM_DICT_PAGE_OFFSET, ft.CM_INDEX_PAGE_OFFSET):
             value = meta.get_int(field_id)
-            if value is not None and old_start <= value < old_start + len(data):
+            if value is not None and old_start <= value < old_start + length:
                 meta.set(field_id, value + delta)
         for field_id in (ft.CM_BLOOM_OFFSET, ft.CM_BLOOM_LENGTH):
             meta.remove(field_id)
@@ -534,19 +733,18 @@ def _single_column_file(tree: Struct, group: ft.RowGroup, chunks: list[tuple[_Ch
         columns.append(column)
     row_group = Struct()
     row_group.set(ft.RG_COLUMNS, ThriftList(thrift.STRUCT, columns), thrift.LIST)
-    row_group.set(ft.RG_TOTAL_BYTE_SIZE, group.total_byte_size, thrift.I64)
-    row_group.set(ft.RG_NUM_ROWS, group.num_rows, thrift.I64)
+    row_group.set(ft.RG_TOTAL_BYTE_SIZE, proof.total_byte_size, thrift.I64)
+    row_group.set(ft.RG_NUM_ROWS, proof.rows, thrift.I64)
     meta_tree = Struct()
-    meta_tree.set(ft.FMD_VERSION, tree.get_int(ft.FMD_VERSION) or 1, thrift.I32)
+    meta_tree.set(ft.FMD_VERSION, proof.version, thrift.I32)
     meta_tree.set(ft.FMD_SCHEMA, ThriftList(thrift.STRUCT, [root, *schema[first:end]]), thrift.LIST)
-    meta_tree.set(ft.FMD_NUM_ROWS, group.num_rows, thrift.I64)
+    meta_tree.set(ft.FMD_NUM_ROWS, proof.rows, thrift.I64)
     meta_tree.set(ft.FMD_ROW_GROUPS, ThriftList(thrift.STRUCT, [row_group]), thrift.LIST)
-    created_by = tree.get_binary(ft.FMD_CREATED_BY)
-    if created_by is not None:
-        meta_tree.set(ft.FMD_CREATED_BY, created_by, thrift.BINARY)
+    if proof.created_by is not None:
+        meta_tree.set(ft.FMD_CREATED_BY, proof.created_by, thrift.BINARY)
     raw = thrift.dumps(meta_tree)
-    body += raw + struct.pack("<I", len(raw)) + ft.MAGIC
-    return bytes(body)
+    body += (raw, struct.pack("<I", len(raw)), ft.MAGIC)
+    return b"".join(body)
 
 
 def _top_level_span(schema: list[Struct], top: int) -> tuple[int, int]:
@@ -634,7 +832,33 @@ def _path(path: tuple[Any, ...]) -> str:
     return "/".join(str(part) for part in path) or "the root"
 
 
-def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
+class _Ledger:
+    """Every page header written, in file order: where it starts, its length, and the payload size it declares.
+
+    The size is read from the header's bytes as they are written (:func:`pages.stored_size`); three arrays of
+    integers, so a file of any size costs a few bytes per page.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.starts = array("q")
+        self.header_lengths = array("q")
+        self.sizes = array("q")
+
+    def add(self, offset: int, header: bytes) -> None:
+        if self.starts and offset <= self.starts[-1]:
+            raise VerificationError(self.name, f"page headers written out of order at {offset} (check: offsets)")
+        self.starts.append(offset)
+        self.header_lengths.append(len(header))
+        self.sizes.append(pages.stored_size(header))
+
+    def find(self, offset: int) -> int | None:
+        """The index of the page written at ``offset``, or None."""
+        index = bisect_left(self.starts, offset)
+        return index if index < len(self.starts) and self.starts[index] == offset else None
+
+
+def _prove_offsets(tree: Struct, builder: FileBuilder, ledger: _Ledger, name: str) -> None:
     """Every offset in the output footer points at what was written there: a page header, an index, a filter."""
     written = builder.written
 
@@ -647,15 +871,15 @@ def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
             assert meta is not None
             where = f"row group {g}, column {c}"
             dpo = meta.data_page_offset
-            if meta.total_compressed_size and dpo >= 4 and dpo not in written.pages:
+            if meta.total_compressed_size and dpo >= 4 and ledger.find(dpo) is None:
                 raise fail(f"{where}: data_page_offset {meta.data_page_offset} points at no page written")
             for offset in (meta.dictionary_page_offset, meta.index_page_offset):
                 if offset is not None and offset >= 4 and offset < builder.position and (
-                        offset not in written.pages and meta.total_compressed_size):
+                        ledger.find(offset) is None and meta.total_compressed_size):
                     moved = offset - meta.chunk_start()
                     if 0 <= moved < meta.total_compressed_size:
                         raise fail(f"{where}: a page offset {offset} points inside a page")
-            _prove_chunk_pages(written.pages, meta, where, fail)
+            _prove_chunk_pages(ledger, meta, where, fail)
             if meta.bloom_filter_offset is not None and meta.bloom_filter_offset not in written.blooms:
                 raise fail(f"{where}: bloom filter offset points at no filter written")
             if chunk.column_index_offset is not None and written.column_indexes.get(
@@ -667,22 +891,22 @@ def _prove_offsets(tree: Struct, builder: FileBuilder, name: str) -> None:
                     raise fail(f"{where}: offset index offset points at no offset index written")
                 for location in thrift.loads(raw).get_structs(1):
                     offset, size = location.get_int(1), location.get_int(2)
-                    header = written.pages.get(offset or -1)
-                    if header is None or size is None or size < len(header):
+                    index = ledger.find(offset or -1)
+                    if index is None or size is None or size < ledger.header_lengths[index]:
                         raise fail(f"{where}: offset index points at no page written")
 
 
-def _prove_chunk_pages(written: dict[int, bytes], meta: ft.ColumnMeta, where: str,
+def _prove_chunk_pages(ledger: _Ledger, meta: ft.ColumnMeta, where: str,
                        fail: Callable[[str], VerificationError]) -> None:
     """The chunk's pages, as written, tile exactly the range its metadata declares."""
     position = meta.chunk_start()
     end = position + meta.total_compressed_size
+    index = ledger.find(position) if position < end else None
     while position < end:
-        header = written.get(position)
-        if header is None:
+        if index is None or index >= len(ledger.starts) or ledger.starts[index] != position:
             raise fail(f"{where}: no page header was written at {position}")
-        parsed, _ = thrift.parse_struct(header)
-        position += len(header) + (parsed.get_int(pages.PH_COMPRESSED) or 0)
+        position += ledger.header_lengths[index] + ledger.sizes[index]
+        index += 1
     if position != end:
         raise fail(f"{where}: pages overrun the chunk's declared size")
 

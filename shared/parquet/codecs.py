@@ -178,6 +178,14 @@ def codec_name(codec: int) -> str:
     return CODEC_NAMES.get(codec, f"codec {codec}")
 
 
+def inflates_to(packed: bytes | memoryview, original: bytes | memoryview) -> bool:
+    """Whether zstd ``packed`` decompresses to exactly ``original`` (the round-trip proof of a rewritten page)."""
+    try:
+        return _zstd(packed, len(original)) == original
+    except CodecError:
+        return False
+
+
 def compress_zstd(data: bytes | memoryview, level: int) -> bytes:
     """zstd at ``level``; pyarrow releases the GIL, so chunks compress in parallel on threads."""
     return bytes(_codec("zstd", level).compress(data, asbytes=True))

@@ -407,10 +407,10 @@ def test_a_page_header_the_writer_could_not_write_back_is_damaged() -> None:
 
 def test_a_thrift_error_on_writing_is_an_app_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backstop: the reader refuses what the writer cannot write, but a writer failure never escapes bare."""
-    def refuse(header: thrift.Struct) -> bytes:
+    def refuse(page: pages.Page, size: int, crc: int | None) -> bytes:
         raise thrift.ThriftError("99999 does not fit in i16")
 
-    monkeypatch.setattr(pages, "serialize_header", refuse)
+    monkeypatch.setattr(pages, "new_header", refuse)
     with pytest.raises(DamagedError, match=r"row group 0, column 'a': page 0 header cannot be written back "
                                            r"\(99999 does not fit in i16\) \(check: page header write\)"):
         run(_simple())
