@@ -116,7 +116,6 @@ def _process_named(req: func.HttpRequest) -> func.HttpResponse:
     return _json(422 if report.status == "quarantined" else 200, report.as_dict())
 
 
-@app.function_name("health")
 @app.function_name("savings_report")
 @app.route(route="report", methods=["GET"])
 def savings_report(req: func.HttpRequest) -> func.HttpResponse:
@@ -131,6 +130,7 @@ def _savings(req: func.HttpRequest) -> func.HttpResponse:
     return _json(200, summarize(context(settings), settings, req.params.get("prefix", "")).as_dict())
 
 
+@app.function_name("health")
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """200 when storage answers, 503 with a short reason when it does not."""

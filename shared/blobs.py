@@ -103,10 +103,15 @@ def _process(source: BlobClient, settings: Settings, storage: StorageContext, mi
 
 def _unaddressable(name: str) -> str | None:
     """Why the SDK cannot address a blob of this name (raw REST can create it), or None."""
-    if any(part in (".", "..") for part in name.split("/")):
+    if _dot_segments(name):
         return (f"blob name {name!r} has '.' or '..' segments, which storage clients cannot address; "
                 "rename the blob to process it")
     return None
+
+
+def _dot_segments(name: str) -> bool:
+    """Whether a name has ``.`` or ``..`` segments, which storage clients normalise away."""
+    return any(part in (".", "..") for part in name.split("/"))
 
 
 def _retire_output(storage: StorageContext, target: BlobClient, existing: Any, report: Report) -> Report:
@@ -198,7 +203,7 @@ def check_blob_name(name: str) -> str:
         raise InputError(subject, "contains control characters")
     if "://" in name or name.startswith(("/", "\\")) or "\\" in name:
         raise InputError(subject, f"{name!r} must be a name inside the input container, not a URL or path")
-    if any(part in (".", "..") for part in name.split("/")):
+    if _dot_segments(name):
         raise InputError(subject, f"{name!r} must not contain '.' or '..' segments")
     return name
 

@@ -53,6 +53,7 @@ from shared.errors import (
     RecompressError,
     UnsupportedError,
     VerificationError,
+    first_line,
 )
 from shared.limits import Deadline, Limits
 from shared.parquet import codecs, pages, thrift
@@ -568,7 +569,7 @@ def _decode_columns(proof: _Proof, chunks: list[tuple[int, str, Struct, list[byt
     if quiet:
         return problem is None and rows == declared
     if problem is not None:
-        raise DamagedError(name, f"{label}: values do not decode ({_first_line(problem)}) "
+        raise DamagedError(name, f"{label}: values do not decode ({first_line(problem)}) "
                                  "(check: decode)") from problem
     check_group_rows(name, proof.index, declared, rows, f"column '{chunks[0][1]}' decoded")
     return True
@@ -591,12 +592,6 @@ def _decoded_rows(data: bytes) -> tuple[int, BaseException | None]:
     except (pa.ArrowException, OSError, ValueError) as exc:
         return rows, exc
     return rows, None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int, list[tuple[int, int]]]]:

@@ -45,7 +45,10 @@ def check_footer(parquet: pq.ParquetFile, limits: Limits, name: str) -> None:
     if meta.num_columns > limits.max_columns:
         raise LimitError(name, f"has {meta.num_columns} columns, over the limit of {limits.max_columns} "
                                "(RECOMPRESS_MAX_COLUMNS)")
-    depth = nesting_depth(parquet.schema_arrow)
+    try:
+        depth = nesting_depth(parquet.schema_arrow)
+    except (pa.ArrowException, ValueError):
+        depth = 0  # Arrow cannot express this schema: exact mode, which checks depth from the raw footer, takes it
     if depth > limits.max_nesting_depth:
         raise LimitError(name, f"nests {depth} levels deep, over the limit of {limits.max_nesting_depth} "
                                "(RECOMPRESS_MAX_NESTING_DEPTH)")

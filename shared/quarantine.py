@@ -27,7 +27,7 @@ from shared.storage import BlockBlobSink, StorageContext, label
 
 #: Metadata keys of a quarantine copy, beside SOURCE_ETAG_KEY.
 ERROR_KEY = "recompress_error"
-MAX_ERROR_CHARS = 4096
+MAX_ERROR_CHARS = 1024  # escaped, at most 12 bytes a character: well inside 8 KiB
 
 
 def quarantine(source: BlobClient, props: Any, error: RecompressError, settings: Settings,
@@ -42,8 +42,12 @@ def quarantine(source: BlobClient, props: Any, error: RecompressError, settings:
     already = storage.properties_or_none(copy)
     if not records_version(already, etag):
         content_type = str(props.content_settings.content_type or "application/octet-stream")
-        _copy(storage, source, copy, etag, settings, content_type, error_metadata(props, error),
-              replaces=already.etag if already is not None else None)
+        try:
+            _copy(storage, source, copy, etag, settings, content_type, error_metadata(props, error),
+                  replaces=already.etag if already is not None else None)
+        except ConflictError:  # a concurrent run of this same version may have set it aside first
+            if not records_version(storage.properties_or_none(copy), etag):
+                raise
     report = Report(subject, label(copy), 0, int(props.size), 0, 0, settings.zstd_level or 0,
                     status="quarantined", error=str(error))
     log.warning("%s: quarantined: %s", subject, error.log_detail())
@@ -55,7 +59,7 @@ def error_metadata(props: Any, error: RecompressError) -> dict[str, str]:
     return {  # the copy's own name is the input's; Azure caps all metadata at 8 KiB, so the message is capped
         SOURCE_ETAG_KEY: str(props.etag).strip('"'),
         "recompress_source_size": str(int(props.size)),
-        ERROR_KEY: header_value(error.problem)[:MAX_ERROR_CHARS],
+        ERROR_KEY: header_value(error.problem[:MAX_ERROR_CHARS]),
         "recompress_error_kind": type(error).__name__,
         "recompress_quarantined_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "recompress_app_version": __version__,

@@ -94,14 +94,14 @@ def summarize(storage: StorageContext, settings: Settings, prefix: str = "",
     """Sum the outputs under ``prefix`` and list the quarantined inputs; ``tick`` is called per blob listed."""
     savings = Savings(prefix)
     for name, metadata, size in _listing(storage, settings.output_container, prefix):
+        if tick is not None:
+            tick()
         bytes_in = _size(metadata.get("recompress_source_size"))
         if bytes_in is None:
             continue  # not one of ours: no recorded input size
         savings.total.add(bytes_in, size)
         savings.by_folder[name.split("/", 1)[0] if "/" in name else TOP_LEVEL].add(bytes_in, size)
         savings.by_mode[metadata.get("recompress_mode") or "unrecorded"].add(bytes_in, size)
-        if tick is not None:
-            tick()
     for name, metadata, _ in _listing(storage, settings.quarantine_container, prefix):
         savings.quarantined += 1
         if len(savings.listed) < MAX_LISTED:
