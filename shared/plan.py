@@ -53,7 +53,7 @@ class Choice:
 
 def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str, ...] | None = None,
            transform: BatchTransform | None = None, row_group_size: int = reencode.Options.row_group_size,
-           name: str = "input", footer: ft.FileMeta | None = None) -> Choice:
+           name: str = "input", footer: ft.FileMeta) -> Choice:
     """Decide how to rewrite ``parquet``; see the module docstring for the rule."""
     changes = bool(columns) or transform is not None
     if requested == "exact":
@@ -64,7 +64,7 @@ def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str,
         return Choice("reencode", "reencode: requested")
     if changes:
         return Choice("reencode", "reencode: columns/transform asked for a change")
-    obstacle = why_not_identical(parquet) or (what_reencode_drops(footer) if footer is not None else None)
+    obstacle = why_not_identical(parquet) or what_reencode_drops(footer)
     if obstacle is not None:
         return Choice("exact", f"exact: {obstacle}")
     groups, target = parquet.metadata.num_row_groups, coalesced_groups(parquet.metadata, row_group_size)
