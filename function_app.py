@@ -14,7 +14,7 @@ from typing import Any
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from shared import blobs, pipeline, telemetry
+from shared import backfill, blobs, pipeline, telemetry
 from shared.errors import (
     ConfigError,
     CredentialError,
@@ -37,9 +37,14 @@ from shared.transform import load_transform
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-# The trigger path is fixed when the host indexes the app, so the container is
-# read here; a bad name still fails clearly on the first run via Settings.
-INPUT_CONTAINER = os.environ.get("RECOMPRESS_INPUT_CONTAINER", "").strip() or "input"
+# Trigger paths and queue names are fixed when the host indexes the app, so they
+# are read here; a bad name still fails clearly on the first run via Settings.
+_DEFAULTS = Settings()
+INPUT_CONTAINER = os.environ.get("RECOMPRESS_INPUT_CONTAINER", "").strip() or _DEFAULTS.input_container
+LIST_QUEUE = os.environ.get("RECOMPRESS_BACKFILL_LIST_QUEUE", "").strip() or _DEFAULTS.backfill_list_queue
+BLOB_QUEUE = os.environ.get("RECOMPRESS_BACKFILL_BLOB_QUEUE", "").strip() or _DEFAULTS.backfill_blob_queue
+#: Where the Functions host moves a message that failed maxDequeueCount times (host.json).
+POISON = "-poison"
 
 
 @app.function_name("recompress_blob")
@@ -105,15 +110,72 @@ def process_http(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def _process_named(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        payload = req.get_json()
-    except (ValueError, RecursionError) as exc:  # RecursionError: arrays or objects nested thousands deep
-        raise InputError("request body", 'must be JSON like {"blob": "<name in the input container>"}') from exc
+    payload = _json_body(req, '{"blob": "<name in the input container>"}')
     name = payload.get("blob") if isinstance(payload, dict) else None
     if not isinstance(name, str) or not name.strip():
         raise InputError("request body", 'needs "blob": the name of a blob in the input container')
     report = blobs.process_named_blob(name, _settings())
     return _json(422 if report.status == "quarantined" else 200, report.as_dict())
+
+
+@app.function_name("backfill_jobs")
+@app.route(route="backfill", methods=["GET", "POST"])
+def backfill_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """POST starts a backfill of the input container (202 at once, before listing); GET lists recent jobs."""
+    return _guarded(_backfill_jobs, req)
+
+
+def _backfill_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    settings = _settings()
+    if req.method == "GET":
+        return _json(200, {"jobs": [job.as_dict() for job in backfill.recent(settings)]})
+    usage = '{"prefix": "<blob-name prefix, optional>", "dry_run": false}'
+    payload = _json_body(req, usage, empty_ok=True)
+    if not isinstance(payload, dict) or set(payload) - {"prefix", "dry_run"}:
+        raise InputError("request body", f"must be a JSON object like {usage}")
+    prefix, dry_run = payload.get("prefix", ""), payload.get("dry_run", False)
+    if not isinstance(prefix, str) or not isinstance(dry_run, bool):
+        raise InputError("request body", f'"prefix" must be a string and "dry_run" true or false, as in {usage}')
+    job_id = backfill.start(settings, prefix, dry_run=dry_run)
+    status_url = f"{req.url.split('?')[0].rstrip('/')}/{job_id}"
+    response = _json(202, {"id": job_id, "status_url": status_url})
+    response.headers["Location"] = status_url
+    return response
+
+
+@app.function_name("backfill_job")
+@app.route(route="backfill/{id}", methods=["GET"])
+def backfill_job(req: func.HttpRequest) -> func.HttpResponse:
+    """A job's state and counts; 404 for an id no job has."""
+    return _guarded(lambda r: _json(200, backfill.status(_settings(), r.route_params.get("id", "")).as_dict()), req)
+
+
+@app.function_name("backfill_list")
+@app.queue_trigger(arg_name="message", queue_name=LIST_QUEUE, connection=STORAGE_CONNECTION)
+def backfill_list(message: func.QueueMessage) -> None:
+    """One page of a backfill's listing; raising makes the host deliver it again."""
+    backfill.handle(message.get_body().decode("utf-8"), _settings())
+
+
+@app.function_name("backfill_blob")
+@app.queue_trigger(arg_name="message", queue_name=BLOB_QUEUE, connection=STORAGE_CONNECTION)
+def backfill_blob(message: func.QueueMessage) -> None:
+    """One blob of a backfill, through the trigger's own protocol."""
+    backfill.handle(message.get_body().decode("utf-8"), _settings())
+
+
+@app.function_name("backfill_list_poison")
+@app.queue_trigger(arg_name="message", queue_name=LIST_QUEUE + POISON, connection=STORAGE_CONNECTION)
+def backfill_list_poison(message: func.QueueMessage) -> None:
+    """A listing page that failed every delivery: the job records the failure."""
+    backfill.handle_poison(message.get_body().decode("utf-8"), _settings())
+
+
+@app.function_name("backfill_blob_poison")
+@app.queue_trigger(arg_name="message", queue_name=BLOB_QUEUE + POISON, connection=STORAGE_CONNECTION)
+def backfill_blob_poison(message: func.QueueMessage) -> None:
+    """A blob that failed every delivery: counted as failed, with its last error."""
+    backfill.handle_poison(message.get_body().decode("utf-8"), _settings())
 
 
 @app.function_name("savings_report")
@@ -211,6 +273,16 @@ def _query(req: func.HttpRequest, key: str, parse: Callable[[str, str], Any]) ->
         return parse(raw, f"query parameter {key!r}")
     except ConfigError as exc:  # a bad query value is the caller's mistake, not the app's
         raise InputError(exc.subject, exc.problem) from exc
+
+
+def _json_body(req: func.HttpRequest, usage: str, *, empty_ok: bool = False) -> Any:
+    """The request's JSON; a body that is not JSON gets one line showing the shape expected."""
+    if empty_ok and not req.get_body().strip():
+        return {}
+    try:
+        return req.get_json()
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays or objects nested thousands deep
+        raise InputError("request body", f"must be JSON like {usage}") from exc
 
 
 def _too_large(size: int, limit: int) -> func.HttpResponse:

@@ -1,16 +1,18 @@
 """``python -m devhost``: Azurite + the app + blob events on a laptop, stopped by Ctrl-C.
 
 1. Loads ``local.settings.json`` (or the example) into the environment, as ``func start`` does.
-2. Starts the project's Azurite (blob 10000, queue 10001, data in ``.azurite/``) unless told not to.
-3. Creates the input and output containers.
+2. Starts the project's Azurite (blob 10000, queue 10001, table 10002, data in ``.azurite/``) unless told not to.
+3. Creates the input, output and quarantine containers, and the backfill's queues and table.
 4. Serves the app on http://localhost:7071: through ``func start`` when Core Tools are on PATH,
-   otherwise through the local host in :mod:`devhost.host`.
+   otherwise through the local host in :mod:`devhost.host`, which also runs the queue triggers
+   (:mod:`devhost.queues`; ``python -m devhost.worker`` adds more worker processes).
 5. Runs the event pump that turns new input blobs into Event Grid notifications.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -27,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from devhost.azurite import ROOT, Azurite, start_child
 from devhost.events import EventPump, Subscription
-from shared.errors import ConfigError, RecompressError
+from shared.errors import ConfigError, ConflictError, RecompressError
 from shared.settings import Settings
+from shared.storage import quiet_sdk_logging
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,6 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="use the storage in ParquetStorage instead of starting Azurite")
     parser.add_argument("--blob-port", type=int, default=10000)
     parser.add_argument("--queue-port", type=int, default=10001)
+    parser.add_argument("--table-port", type=int, default=10002)
+    parser.add_argument("--queue-lease", type=float, default=30.0, metavar="SECONDS",
+                        help="the local host keeps a received queue message hidden this long, renewing it "
+                             "while it runs; a killed worker's messages reappear after it (default 30)")
     parser.add_argument("--location", type=Path, default=ROOT / ".azurite", help="Azurite's data folder")
     parser.add_argument("--func", choices=("auto", "never"), default="auto",
                         help="use Core Tools' `func start` when on PATH (auto), or always the local host")
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_sdk_logging()
     settings_file = load_local_settings(ROOT)
     log.info("settings from %s", settings_file.name if settings_file else "the environment only")
     stack: list[tuple[str, Callable[[], None]]] = []
@@ -79,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()  # a bad setting fails here, before anything starts
         if not args.no_azurite:
-            azurite = Azurite(args.location, args.blob_port, args.queue_port, log_file=args.location / "azurite.log")
+            azurite = Azurite(args.location, args.blob_port, args.queue_port, log_file=args.location / "azurite.log",
+                              table_port=args.table_port)
             stack.append(("azurite", azurite.stop))
             azurite.start()
             for key in ("ParquetStorage", "AzureWebJobsStorage"):
                 os.environ[key] = azurite.connection_string
-            log.info("Azurite: blob %d, queue %d, data in %s", args.blob_port, args.queue_port, args.location)
+            log.info("Azurite: blob %d, queue %d, table %d, data in %s", args.blob_port, args.queue_port,
+                     args.table_port, args.location)
         serve(args, settings, stack, stopping)
     except KeyboardInterrupt:
         pass
@@ -114,10 +124,11 @@ def serve(args: argparse.Namespace, settings: Settings, stack: list[tuple[str, C
 
     import function_app
     from devhost.host import LocalHost, discover, webhook_url
+    from devhost.queues import QueueOptions, QueueRunner
     from shared.settings import STORAGE_CONNECTION
 
     settings = Settings.from_env()  # again: the connection may be Azurite's, set since
-    ensure_containers(settings)
+    ensure_storage(settings)
     functions = discover(function_app.app)
     blob_functions = functions[1]
     func_binary = shutil.which("func") if args.func == "auto" else None
@@ -141,6 +152,10 @@ def serve(args: argparse.Namespace, settings: Settings, stack: list[tuple[str, C
                                ) from None
         stack.append(("local host", host.stop))
         base = host.url
+        runner = QueueRunner(functions.queues, QueueOptions.from_host_json(ROOT / "host.json"),
+                             lease_seconds=args.queue_lease)
+        runner.start()
+        stack.append(("queue triggers", runner.stop))
     service = BlobServiceClient.from_connection_string(os.environ[STORAGE_CONNECTION])
     subs = [Subscription(f.name, f.container, webhook_url(base, f.name)) for f in blob_functions]
     pump = EventPump(service, subs, interval=args.poll,
@@ -183,8 +198,11 @@ class _Process:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def ensure_containers(settings: Settings) -> None:
-    """Create the input, output and quarantine containers if missing: a local run's bootstrap, not the app's job."""
+def ensure_storage(settings: Settings) -> None:
+    """Create the containers, the backfill's queues and its table if missing: a local run's bootstrap.
+
+    The app never creates them (on Azure, `azd up` does, and the app's identity needs no right to).
+    """
     from shared.storage import context
 
     storage = context(settings)
@@ -192,6 +210,12 @@ def ensure_containers(settings: Settings) -> None:
         container = storage.service.get_container_client(name)
         if not storage.call(name, container.exists):
             storage.call(name, container.create_container)
+    for queue in (settings.backfill_list_queue, settings.backfill_blob_queue):
+        for name in (queue, f"{queue}-poison"):
+            with contextlib.suppress(ConflictError):  # it exists already
+                storage.call(f"queue {name!r}", storage.queue(name).create_queue)
+    with contextlib.suppress(ConflictError):
+        storage.call(f"table {settings.backfill_table!r}", storage.table(settings.backfill_table).create_table)
 
 
 if __name__ == "__main__":

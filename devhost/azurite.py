@@ -87,29 +87,39 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def connection_string(blob_port: int, queue_port: int) -> str:
+def connection_string(blob_port: int, queue_port: int, table_port: int | None = None) -> str:
     """Connection string for an Azurite on the given loopback ports."""
+    table = f"TableEndpoint=http://127.0.0.1:{table_port}/{ACCOUNT};" if table_port else ""
     return (
         f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
         f"BlobEndpoint=http://127.0.0.1:{blob_port}/{ACCOUNT};"
-        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{ACCOUNT};"
+        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{ACCOUNT};{table}"
     )
 
 
 class Azurite:
-    """Azurite's blob and queue services as child processes, data kept in ``location``."""
+    """Azurite's blob, queue and table services as child processes, data kept in ``location``.
+
+    ``table_port`` None picks a free port: callers that name only the blob and queue ports still get
+    the table service the backfill needs.
+    """
 
     def __init__(self, location: Path, blob_port: int = 10000, queue_port: int = 10001,
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, *, table_port: int | None = None) -> None:
         self.location = location
         self.blob_port = blob_port
         self.queue_port = queue_port
+        self.table_port = free_port() if table_port is None else table_port
         self.log_file = log_file
         self._procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def connection_string(self) -> str:
-        return connection_string(self.blob_port, self.queue_port)
+        return connection_string(self.blob_port, self.queue_port, self.table_port)
+
+    @property
+    def services(self) -> tuple[tuple[str, int], ...]:
+        return ("blob", self.blob_port), ("queue", self.queue_port), ("table", self.table_port)
 
     @property
     def pid_file(self) -> Path:
@@ -123,7 +133,7 @@ class Azurite:
         """
         self.location.mkdir(parents=True, exist_ok=True)
         self.clear_stale()
-        for service, port in (("blob", self.blob_port), ("queue", self.queue_port)):
+        for service, port in self.services:
             if port_open(port):
                 self.stop()
                 raise RuntimeError(f"port {port} is taken; is another Azurite running? Stop it or pick other ports")
@@ -134,7 +144,7 @@ class Azurite:
                 raise
             self._write_pids()
         deadline = time.monotonic() + timeout
-        for proc, port in zip(self._procs, (self.blob_port, self.queue_port), strict=True):
+        for proc, (_, port) in zip(self._procs, self.services, strict=True):
             while not port_open(port):
                 if proc.poll() is not None:
                     self.stop()
@@ -183,7 +193,7 @@ class Azurite:
         self.pid_file.unlink(missing_ok=True)
 
     def _write_pids(self) -> None:
-        services = ("blob", "queue")
+        services = [name for name, _ in self.services]
         self.pid_file.write_text(json.dumps({s: p.pid for s, p in zip(services, self._procs, strict=False)}))
 
     def __enter__(self) -> Azurite:

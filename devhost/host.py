@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import azure.functions as func
@@ -58,6 +58,23 @@ class BlobFunction:
     arg_name: str
 
 
+@dataclass(frozen=True)
+class QueueFunction:
+    name: str
+    queue: str
+    connection: str
+    call: Callable[..., Any]
+    arg_name: str
+
+
+class Functions(NamedTuple):
+    """What an app declares, by trigger kind."""
+
+    http: list[HttpFunction]
+    blobs: list[BlobFunction]
+    queues: list[QueueFunction]
+
+
 def webhook_url(base: str, function: str) -> str:
     """Where the Functions host (and this one) takes Event Grid notifications for a blob trigger."""
     return f"{base}{WEBHOOK_PATH}?functionName=Host.Functions.{function}"
@@ -72,13 +89,14 @@ def _route_regex(route: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$", re.IGNORECASE)
 
 
-def discover(app: func.FunctionApp) -> tuple[list[HttpFunction], list[BlobFunction]]:
+def discover(app: func.FunctionApp) -> Functions:
     """Read the app's functions and triggers the way the host's indexer does.
 
     Call it once per app: ``get_functions`` refuses to list the same app twice.
     """
     http: list[HttpFunction] = []
     blobs: list[BlobFunction] = []
+    queues: list[QueueFunction] = []
     for function in app.get_functions():
         declared = function.get_trigger()
         if declared is None:
@@ -93,13 +111,20 @@ def discover(app: func.FunctionApp) -> tuple[list[HttpFunction], list[BlobFuncti
         elif trigger["type"] == "blobTrigger":
             container, _, pattern = trigger["path"].partition("/")
             blobs.append(BlobFunction(name, container, pattern, trigger["connection"], call, trigger["name"]))
-    return http, blobs
+        elif trigger["type"] == "queueTrigger":
+            queues.append(QueueFunction(name, trigger["queueName"], trigger["connection"], call, trigger["name"]))
+    return Functions(http, blobs, queues)
 
 
 @functools.cache
 def _storage_for(connection: str) -> StorageContext:
     """One storage context per connection setting, resolved exactly as the app resolves its own."""
     return StorageContext(Settings(connection=Connection.from_env(os.environ, connection)))
+
+
+def storage_for(connection: str) -> StorageContext:
+    """The storage context of a trigger's connection setting (shared per process)."""
+    return _storage_for(connection)
 
 
 def blob_client_for(connection: str, container: str, blob: str) -> BlobClient:
@@ -116,10 +141,10 @@ class LocalHost:
     complete request to a pool of ``threads`` threads, which call the app's functions.
     """
 
-    def __init__(self, functions: tuple[list[HttpFunction], list[BlobFunction]], port: int,
+    def __init__(self, functions: Functions, port: int,
                  host: str = "127.0.0.1", *, max_body: int | None = None, client_timeout: int = 120,
                  threads: int = 16) -> None:
-        self.http_functions, self.blob_functions = functions
+        self.http_functions, self.blob_functions = functions.http, functions.blobs
         self.host, self.port = host, port
         self.max_body = Settings().max_body_size if max_body is None else max_body
         self.client_timeout = client_timeout

@@ -52,10 +52,10 @@ def process_blob(source: BlobClient, settings: Settings, *, missing_ok: bool = T
     unless ``missing_ok`` is false, when NotFoundError says so.
     """
     storage = context(settings)
-    unaddressable = _unaddressable(source.blob_name)
-    if unaddressable is not None:
+    why = unaddressable(source.blob_name)
+    if why is not None:
         return _report(label(source), f"{settings.output_container}/{source.blob_name}", "unprocessable",
-                       settings, error=unaddressable, warn=True)
+                       settings, error=why, warn=True)
     source = storage.blob(source.container_name, source.blob_name)
     with pipeline.file_slot(settings):
         return _process(source, settings, storage, missing_ok)
@@ -101,7 +101,7 @@ def _process(source: BlobClient, settings: Settings, storage: StorageContext, mi
     return report
 
 
-def _unaddressable(name: str) -> str | None:
+def unaddressable(name: str) -> str | None:
     """Why the SDK cannot address a blob of this name (raw REST can create it), or None."""
     if _dot_segments(name):
         return (f"blob name {name!r} has '.' or '..' segments, which storage clients cannot address; "

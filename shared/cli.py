@@ -3,7 +3,11 @@
 SRC and DST are each a local path or a ``container/blob`` name in the
 configured storage. A path is local when it starts with ``/``, ``./``, ``../``
 or ``~``, when it has no ``/``, when it exists, or when its first folder
-exists; otherwise it names a blob. ``az://container/blob`` always names a blob.
+exists; otherwise it names a blob. ``az://container/blob``, ``abfss://`` and
+``https://`` addresses always name a blob (see :mod:`shared.addresses`).
+
+``python -m shared backfill`` runs a whole backfill job here, without the
+Functions host, with the same job record as ``POST /api/backfill``.
 
 Bad input ends with exit status 2 and exactly one line on stderr; storage
 failures with status 1. No DST is left behind either way.
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pyarrow as pa
 
 from shared import pipeline
+from shared.addresses import BlobAddress, is_url, parse_url
 from shared.errors import (
     InputError,
     MissingContainerError,
@@ -57,7 +62,6 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
-BLOB_SCHEME = "az://"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Location:
     text: str
     container: str | None = None
     blob: str | None = None
+    account: str | None = None
 
     @property
     def is_blob(self) -> bool:
@@ -75,8 +80,9 @@ class Location:
 
 def parse_location(text: str) -> Location:
     """Tell a local path from a ``container/blob`` name (see the module docstring)."""
-    if text.startswith(BLOB_SCHEME):
-        return _as_blob(text, text[len(BLOB_SCHEME):])
+    if is_url(text):
+        address = parse_url(text)
+        return Location(text, address.container, address.blob, address.account)
     path = Path(text).expanduser()
     if text.startswith(("/", "./", "../", "~", ".\\")) or "/" not in text.strip("/"):
         return Location(str(path))
@@ -129,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "local.settings.json.example (example). Both files are generated from this.",
     )
     docs.add_argument("--format", choices=("markdown", "example"), default="markdown")
+    fill = commands.add_parser(
+        "backfill",
+        help="recompress what is already in the input container",
+        description="Run a backfill job here, without the Functions host: list the input container (or a "
+                    "prefix of it), process every blob as the trigger would, and keep the same job record "
+                    "as POST /api/backfill. Exit 0 when every blob was processed, 1 when some failed.",
+    )
+    fill.add_argument("--prefix", default="",
+                      help="only blobs whose names start with this; an az://, abfss:// or https:// address "
+                           "names the container too, which must be the input container")
+    fill.add_argument("--dry-run", action="store_true",
+                      help="process nothing: count what would be written, skipped or is quarantined already")
+    fill.add_argument("--workers", type=_workers, default=2, metavar="N",
+                      help="blobs processed at once (default 2)")
+    fill.add_argument("--json", action="store_true", help="print the final job status as JSON")
+    fill.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     saved = commands.add_parser(
         "report",
         help="how many bytes the outputs saved, by folder and mode, and what was quarantined",
@@ -160,6 +182,13 @@ def _rows(raw: str) -> int:
     return value
 
 
+def _workers(raw: str) -> int:
+    value = _rows(raw)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"must be at most 64, got {value}")
+    return value
+
+
 def _columns(raw: str) -> tuple[str, ...] | None:
     try:
         return parse_columns(raw, "--columns")
@@ -174,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "report":
         return _savings(args)
+    if args.command == "backfill":
+        return _backfill(args)
     release_memory_promptly()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
@@ -240,10 +271,9 @@ def _from_blob(src: Location, dst: Location, settings: Settings, progress: Progr
     from shared.blobs import blob_to_blob
     from shared.storage import open_blob
 
-    storage = _storage(settings)
-    source = storage.blob(src.container or "", src.blob or "")
+    source = _storage(settings, src).blob(src.container or "", src.blob or "")
     if dst.is_blob:
-        return blob_to_blob(source, _blob_dst(storage, dst), settings, progress)
+        return blob_to_blob(source, _blob_dst(_storage(settings, dst), dst), settings, progress)
     sink = _local_sink(dst)  # before the download: a bad DST fails first
     try:
         opened = open_blob(source, settings)
@@ -262,7 +292,7 @@ def _from_file(path: Path, dst: Location, settings: Settings, progress: Progress
     if dst.is_blob:
         from shared.storage import BlockBlobSink
 
-        target = _blob_dst(_storage(settings), dst)
+        target = _blob_dst(_storage(settings, dst), dst)
         sink: Sink = BlockBlobSink(target, settings, replaces="*")  # like cp: DST may exist
     else:
         sink = _local_sink(dst)
@@ -279,7 +309,7 @@ def _blob_dst(storage: StorageContext, dst: Location) -> BlobClient:
     try:
         storage.call(f"container {dst.container!r}", container.get_container_properties)
     except (MissingContainerError, NotFoundError) as exc:
-        hint = "" if dst.text.startswith(BLOB_SCHEME) else (
+        hint = "" if is_url(dst.text) else (
             f"; it was read as container {dst.container!r} because no local folder {dst.container!r} exists: "
             f"for a local file create the folder or write ./{dst.text}")
         raise InputError(dst.text, f"container {dst.container!r} does not exist{hint}") from exc
@@ -301,6 +331,65 @@ def _savings(args: argparse.Namespace) -> int:
         return exit_code(exc)
     print(json.dumps(savings.as_dict()) if args.json else savings.table())
     return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    """``python -m shared backfill``: the job of ``POST /api/backfill``, run in this process."""
+    from shared import backfill
+
+    release_memory_promptly()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings, prefix = _backfill_scope(Settings.from_env(), args.prefix)
+        _storage(settings)  # quiet the SDK's logging
+        with _job_bar(not args.no_progress and sys.stderr.isatty()) as bar:
+            status = backfill.run_here(settings, prefix, dry_run=args.dry_run, workers=args.workers,
+                                       on_progress=bar)
+    except (RecompressError, OSError) as exc:
+        print(f"error: {_one_line(exc, args.prefix)}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        print("interrupted; the job record keeps what was done", file=sys.stderr)
+        return 130
+    print(json.dumps(status.as_dict()) if args.json else status.line())
+    return EXIT_FAILED if status.failed else 0
+
+
+def _backfill_scope(settings: Settings, prefix: str) -> tuple[Settings, str]:
+    """A plain prefix lies in the input container; an address must name it, and may name another account."""
+    if not is_url(prefix):
+        return settings, prefix
+    from shared.addresses import settings_for
+
+    address = parse_url(prefix, blob_required=False)
+    if address.container != settings.input_container:
+        raise InputError(prefix, f"names container {address.container!r}, but the backfill reads "
+                                 f"RECOMPRESS_INPUT_CONTAINER={settings.input_container!r}; set that setting "
+                                 f"to {address.container!r} to backfill it")
+    return settings_for(settings, address), address.blob
+
+
+class _job_bar:
+    """A tqdm bar of blobs done against blobs found so far (the total grows while listing)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=0, unit=" blobs", file=sys.stderr, leave=False)
+
+    def __enter__(self) -> Callable[[Any], None] | None:
+        return None if self._bar is None else self._update
+
+    def _update(self, tally: Any) -> None:
+        self._bar.total = tally.found
+        self._bar.n = tally.done
+        self._bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 class _ticker:
@@ -345,12 +434,16 @@ def _chart(report: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def _storage(settings: Settings) -> StorageContext:
+def _storage(settings: Settings, location: Location | None = None) -> StorageContext:
     """The storage context, for blob locations only: local runs never load the Azure SDK."""
+    from shared.addresses import storage_for
     from shared.storage import context, quiet_sdk_logging
 
     quiet_sdk_logging()
-    return context(settings)
+    if location is None or location.account is None:
+        return context(settings)
+    return storage_for(settings, BlobAddress(location.text, location.container or "", location.blob or "",
+                                             location.account))
 
 
 def _local_sink(dst: Location) -> LocalFileSink:

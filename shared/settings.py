@@ -160,6 +160,26 @@ def _container(raw: str, subject: str) -> str:
     return raw
 
 
+def _queue(raw: str, subject: str) -> str:
+    """A queue name as Azure allows it (3-63 lower-case letters, digits and single hyphens)."""
+    value = raw.strip()
+    if not _CONTAINER.fullmatch(value):
+        raise ConfigError(subject, f"{raw!r} is not a valid queue name "
+                                   "(3-63 lowercase letters, digits and single hyphens)")
+    if len(value) > 63 - len("-poison"):
+        raise ConfigError(subject, f"must leave room for the host's '-poison' suffix (at most 56 characters), "
+                                   f"got {len(value)}")
+    return value
+
+
+def _table(raw: str, subject: str) -> str:
+    """A table name as Azure allows it: 3-63 letters and digits, starting with a letter."""
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", value):
+        raise ConfigError(subject, f"must be 3-63 letters and digits starting with a letter, got {raw!r}")
+    return value
+
+
 def _setting(default: Any, parse: Parser, doc: str, *, shown: str | None = None) -> Any:
     """Declare one ``RECOMPRESS_<FIELD>`` setting: its default, parser and one-line meaning."""
     return field(default=default, metadata={"parse": parse, "doc": doc, "shown": shown})
@@ -179,6 +199,8 @@ class Connection:
     service_uri: str | None = None
     managed_identity: bool = False
     client_id: str | None = None
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], name: str = STORAGE_CONNECTION) -> Connection:
@@ -188,7 +210,22 @@ class Connection:
             service_uri=uri or None,
             managed_identity=env.get(f"{name}__credential", "").strip().lower() == "managedidentity",
             client_id=env.get(f"{name}__clientId", "").strip() or None,
+            queue_service_uri=env.get(f"{name}__queueServiceUri", "").strip() or None,
+            table_service_uri=env.get(f"{name}__tableServiceUri", "").strip() or None,
         )
+
+    def service_uri_for(self, service: Literal["queue", "table"]) -> str | None:
+        """The identity-based endpoint of the queue or table service: as set, else beside the blob endpoint.
+
+        The Functions host needs ``__queueServiceUri`` set explicitly for queue triggers; the app's own
+        clients also accept the usual ``https://<account>.blob.core.windows.net`` and derive the rest.
+        """
+        explicit = self.queue_service_uri if service == "queue" else self.table_service_uri
+        if explicit:
+            return explicit
+        if self.service_uri and ".blob." in self.service_uri:
+            return self.service_uri.replace(".blob.", f".{service}.", 1)
+        return None
 
     def how_signed_in(self) -> str:
         """Which credential settings are in force, for error messages (never their values)."""
@@ -255,6 +292,14 @@ class Settings:
     deadline_seconds: int = _setting(
         Limits.deadline_seconds, _integer(1, 7 * 24 * 3600),
         "time budget per file, checked as it runs; inside host.json's 10-minute `functionTimeout`")
+    backfill_list_queue: str = _setting(
+        "backfill-list", _queue, "backfill: queue of listing pages (one message lists one page of blobs)")
+    backfill_blob_queue: str = _setting(
+        "backfill-blobs", _queue, "backfill: queue of blobs to process, one message each")
+    backfill_table: str = _setting(
+        "backfilljobs", _table, "backfill: Table Storage table holding each job's record, outcomes and counters")
+    backfill_page_size: int = _setting(
+        1000, _integer(1, 5000), "backfill: blobs listed per listing message (5,000 is the service's page limit)")
     retry_total: int = _setting(
         5, _integer(0, 20), "storage retries per request (503/500/timeouts/resets), by the SDK's exponential policy")
     retry_backoff: float = _setting(1.0, _seconds(0, 600), "first backoff in seconds; grows as backoff + 2^attempt")
@@ -282,6 +327,10 @@ class Settings:
                 if value == other_value:
                     raise ConfigError(name, f"is {value!r}, the same container as {other}; each role needs its "
                                             "own container, or every output would trigger a new run")
+        if self.backfill_list_queue == self.backfill_blob_queue:
+            raise ConfigError("RECOMPRESS_BACKFILL_BLOB_QUEUE",
+                              f"is {self.backfill_blob_queue!r}, the same queue as RECOMPRESS_BACKFILL_LIST_QUEUE; "
+                              "listing pages and blobs need a queue each")
         return self
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pyarrow as pa
 from azure.core import MatchConditions
@@ -52,6 +52,10 @@ from shared.errors import (
 )
 from shared.settings import STORAGE_CONNECTION, Connection, Settings
 
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient
+    from azure.storage.queue import QueueClient, QueueServiceClient
+
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 T = TypeVar("T")
@@ -71,8 +75,10 @@ def quiet_sdk_logging() -> None:
     exceptions anyway; azure-identity warns once per credential tried, in
     several lines each, which :class:`ExplainedCredential` says in one.
     """
-    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.storage"):
+    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.storage", "azure.data.tables"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "Connection pool is full, discarding connection": more threads than pooled connections, harmless.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
@@ -95,9 +101,33 @@ class StorageContext:
     def __init__(self, settings: Settings, *, quick: bool = False) -> None:
         self.hint = settings.connection.how_signed_in()
         self.service = _service_client(settings, self.hint, quick=quick)
+        self._settings = settings
+        self._quick = quick
+        self._lock = threading.Lock()
+        self._queues: Any = None
+        self._tables: Any = None
 
     def blob(self, container: str, name: str) -> BlobClient:
         return self.service.get_blob_client(container, name)
+
+    def queue(self, name: str) -> QueueClient:
+        """A client for one queue, with messages in base64 as the Functions host writes and reads them."""
+        from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+        with self._lock:
+            if self._queues is None:
+                self._queues = _queue_service(self._settings, self.hint, quick=self._quick)
+        client: QueueClient = self._queues.get_queue_client(
+            name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
+        return client
+
+    def table(self, name: str) -> TableClient:
+        """A client for one Table Storage table (the backfill's job records)."""
+        with self._lock:
+            if self._tables is None:
+                self._tables = _table_service(self._settings, self.hint, quick=self._quick)
+        client: TableClient = self._tables.get_table_client(name)
+        return client
 
     def call(self, subject: str, action: Callable[[], T]) -> T:
         """Run one storage call, its SDK errors turned into the app's one-line errors (cause kept)."""
@@ -189,6 +219,43 @@ def _service_client(settings: Settings, hint: str, *, quick: bool) -> BlobServic
     if not uri.lower().startswith("https://"):
         raise ConfigError(f"{name}__serviceUri", "must be an https:// URL: identities only sign in over HTTPS")
     return BlobServiceClient(uri, credential=credential(connection, hint), **options)
+
+
+def _queue_service(settings: Settings, hint: str, *, quick: bool) -> QueueServiceClient:
+    """The queue service of the same connection, with the same retry policy and credential."""
+    from azure.storage.queue import QueueServiceClient
+
+    connection = settings.connection
+    options = client_options(settings, quick=quick)
+    if connection.connection_string:
+        return QueueServiceClient.from_connection_string(connection.connection_string, **options)
+    return QueueServiceClient(_identity_uri(connection, "queue"), credential=credential(connection, hint),
+                              **options)
+
+
+def _table_service(settings: Settings, hint: str, *, quick: bool) -> TableServiceClient:
+    """The table service of the same connection; azure-data-tables takes azure-core's retry options."""
+    from azure.data.tables import TableServiceClient
+
+    connection = settings.connection
+    options: dict[str, Any] = {"connection_timeout": 3 if quick else 10,
+                               "read_timeout": 5 if quick else settings.read_timeout,
+                               "retry_total": 0 if quick else settings.retry_total,
+                               "retry_backoff_factor": settings.retry_backoff,
+                               "retry_mode": "exponential"}
+    if connection.connection_string:
+        return TableServiceClient.from_connection_string(connection.connection_string, **options)
+    return TableServiceClient(_identity_uri(connection, "table"), credential=credential(connection, hint),
+                              **options)
+
+
+def _identity_uri(connection: Connection, service: Literal["queue", "table"]) -> str:
+    uri = connection.service_uri_for(service)
+    if not uri:
+        setting = f"{STORAGE_CONNECTION}__{service}ServiceUri"
+        raise ConfigError(setting, f"is not set; the backfill needs the account's {service} service, "
+                                   f"e.g. https://<account>.{service}.core.windows.net")
+    return uri
 
 
 def credential(connection: Connection, hint: str) -> ExplainedCredential:

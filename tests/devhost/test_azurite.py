@@ -14,10 +14,11 @@ from devhost.azurite import PID_FILE, Azurite, free_port
 
 def test_an_azurite_left_running_on_the_same_folder_is_stopped_and_replaced(tmp_path: Path) -> None:
     ports = free_port(), free_port()
-    leftover = Azurite(tmp_path, *ports, log_file=tmp_path / "first.log")
+    table_port = free_port()
+    leftover = Azurite(tmp_path, *ports, log_file=tmp_path / "first.log", table_port=table_port)
     leftover.start()  # and never stopped, as after a kill -9 of the process that started it
     leftover_procs = list(leftover._procs)
-    fresh = Azurite(tmp_path, *ports, log_file=tmp_path / "second.log")
+    fresh = Azurite(tmp_path, *ports, log_file=tmp_path / "second.log", table_port=table_port)
     try:
         try:
             fresh.start()
@@ -26,7 +27,7 @@ def test_an_azurite_left_running_on_the_same_folder_is_stopped_and_replaced(tmp_
                              for name in ("first.log", "second.log") if (tmp_path / name).exists())
             pytest.fail(f"{exc}\n{logs}")
 
-        assert [proc.wait(timeout=30) is not None for proc in leftover_procs] == [True, True]
+        assert [proc.wait(timeout=30) is not None for proc in leftover_procs] == [True, True, True]
         service = BlobServiceClient.from_connection_string(fresh.connection_string)
         service.get_container_client("alive").create_container()
         assert (tmp_path / PID_FILE).exists()

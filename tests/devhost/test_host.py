@@ -11,23 +11,29 @@ from tests.helpers import BlobCalls, make_app
 
 
 def test_discover_reads_routes_methods_and_blob_paths() -> None:
-    http, blobs = discover(make_app([]))
+    http, blobs, queues = discover(make_app([]))
 
     assert [(f.name, f.route, f.methods) for f in http] == [("item", "items/{id}", ("GET",))]
     assert [(f.name, f.container, f.blob_pattern, f.connection) for f in blobs] == [
         ("landed", "landing", "{name}", "Store")
     ]
+    assert queues == []
 
 
 def test_discover_reads_the_real_app() -> None:
     import function_app
 
-    http, blobs = discover(function_app.app)
+    http, blobs, queues = discover(function_app.app)
 
     assert {f.route: f.methods for f in http} == {
         "recompress": ("POST",), "process": ("POST",), "health": ("GET",), "report": ("GET",),
+        "backfill": ("GET", "POST"), "backfill/{id}": ("GET",),
     }
     assert [(f.container, f.connection) for f in blobs] == [("input", "ParquetStorage")]
+    assert sorted((f.queue, f.connection) for f in queues) == [
+        ("backfill-blobs", "ParquetStorage"), ("backfill-blobs-poison", "ParquetStorage"),
+        ("backfill-list", "ParquetStorage"), ("backfill-list-poison", "ParquetStorage"),
+    ]
 
 
 def test_route_templates_match_with_parameters() -> None:
