@@ -91,7 +91,8 @@ def check_prefix(prefix: str) -> str:
 
 
 def jobs_for(settings: Settings) -> Jobs:
-    return Jobs(context(settings), settings.backfill_table)
+    return Jobs(context(settings), settings.backfill_table, retries=settings.retry_total,
+                backoff=settings.retry_backoff)
 
 
 def start(settings: Settings, prefix: str, *, dry_run: bool = False) -> str:

@@ -23,6 +23,7 @@ This module only keeps records; it never lists, processes or queues blobs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 
-from shared.errors import MissingContainerError, NotFoundError, StorageError
+from shared.errors import ConflictError, MissingContainerError, NotFoundError, StorageError
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -134,10 +135,12 @@ class JobStatus:
 class Jobs:
     """The job records of one table; every call goes through the storage context's error translation."""
 
-    def __init__(self, storage: StorageContext, table_name: str) -> None:
+    def __init__(self, storage: StorageContext, table_name: str, *, retries: int = 5, backoff: float = 1.0) -> None:
         self._storage = storage
         self._name = table_name
         self._table: TableClient = storage.table(table_name)
+        self._retries = retries
+        self._backoff = backoff
 
     # ------------------------------------------------------------------ jobs
 
@@ -150,10 +153,12 @@ class Jobs:
                "pages": 0, "total": _int64(0), "listed": False, "listed_at": "", "error": ""}
         counters = [{"PartitionKey": job_id, "RowKey": _shard_key(i), "updated": "",
                      **{f: _int64(0) for f in _COUNTER_FIELDS}} for i in range(SHARDS)]
-        self._call(lambda: self._table.submit_transaction([("create", e) for e in (job, *counters)]))
+        with contextlib.suppress(_AlreadyCounted):  # a retry of our own create that had applied: the id is new
+            self._transact([("create", e) for e in (job, *counters)])
         index = {"PartitionKey": INDEX_PARTITION, "RowKey": f"{10**13 - int(time.time() * 1000):013d}-{job_id}",
                  "job": job_id}
-        self._call(lambda: self._table.create_entity(index))
+        with contextlib.suppress(ConflictError):  # likewise
+            self._writing(lambda: self._table.create_entity(index))
         return job_id
 
     def status(self, job_id: str) -> JobStatus:
@@ -269,8 +274,8 @@ class Jobs:
 
     def note_error(self, job_id: str, key: str, name: str, error: str) -> None:
         """Keep a blob's latest error, for the poison handler to report once retries run out."""
-        self._call(lambda: self._table.upsert_entity({"PartitionKey": job_id, "RowKey": f"error-{key}",
-                                                      "name": name, "error": error[:4000], "at": _now()}))
+        self._writing(lambda: self._table.upsert_entity({"PartitionKey": job_id, "RowKey": f"error-{key}",
+                                                         "name": name, "error": error[:4000], "at": _now()}))
 
     def last_error(self, job_id: str, key: str) -> str | None:
         row = self._get(job_id, f"error-{key}")
@@ -287,7 +292,7 @@ class Jobs:
         from azure.data.tables import TableTransactionError
 
         try:
-            self._call(lambda: self._table.submit_transaction(operations))
+            self._writing(lambda: self._table.submit_transaction(operations))
             return True
         except StorageError as exc:
             cause = exc.__cause__
@@ -300,6 +305,22 @@ class Jobs:
                 return False
             raise
 
+    def _writing(self, action: Any) -> Any:
+        """Run a write, retrying what the SDK will not: a POST or PATCH that met a 5xx or a dropped connection.
+
+        azure-core retries those only for idempotent methods. Every write here is safe to repeat: a
+        transaction's create fails if its row exists and its update is conditional on an ETag, so a
+        repeat of one that did apply is refused rather than counted twice; merges set the same values.
+        """
+        for attempt in range(self._retries + 1):
+            try:
+                return self._call(action)
+            except StorageError as exc:
+                if attempt == self._retries or not _transient(exc):
+                    raise
+                time.sleep(self._backoff * 2**attempt if self._backoff >= 1 else self._backoff)
+        raise AssertionError("unreachable")
+
     def _get(self, partition: str, row: str) -> Any:
         try:
             return self._call(lambda: self._table.get_entity(partition, row))
@@ -309,7 +330,7 @@ class Jobs:
     def _merge(self, entity: dict[str, Any]) -> None:
         from azure.data.tables import UpdateMode
 
-        self._call(lambda: self._table.update_entity(entity, mode=UpdateMode.MERGE))
+        self._writing(lambda: self._table.update_entity(entity, mode=UpdateMode.MERGE))
 
     def _query(self, text: str) -> Iterator[Any]:
         yield from self._call(lambda: list(self._table.query_entities(text)))
@@ -317,11 +338,21 @@ class Jobs:
     def _call(self, action: Any) -> Any:
         try:
             return self._storage.call(f"table {self._name!r}", action)
-        except NotFoundError as exc:
-            if "TableNotFound" in str(exc.code or ""):
+        except StorageError as exc:
+            if "TableNotFound" in f"{exc.code} {exc.problem}":
                 raise MissingContainerError(f"table {self._name!r}", "does not exist; create it (azd up and "
                                             "make run do), or set RECOMPRESS_BACKFILL_TABLE") from exc
             raise
+
+
+def _transient(exc: StorageError) -> bool:
+    """A server error or a lost connection, as opposed to the service refusing the request (4xx)."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    cause = exc.__cause__
+    if isinstance(cause, ServiceRequestError | ServiceResponseError):
+        return True
+    return isinstance(cause, HttpResponseError) and (cause.status_code or 0) >= 500
 
 
 class _AlreadyCounted(Exception):

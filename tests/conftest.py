@@ -26,6 +26,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from devhost.__main__ import ensure_storage as make_backfill_storage
 from devhost.azurite import Azurite, free_port
 from devhost.host import LocalHost, discover
 from shared import cli as app_cli
@@ -34,6 +35,7 @@ from tests.faults import FaultProxy
 from tests.helpers import (
     HOST_BODY_LIMIT,
     HOST_CLIENT_TIMEOUT,
+    HOST_QUEUE_LEASE,
     ROOT,
     SRC_ROWS,
     BlobCalls,
@@ -114,6 +116,24 @@ def storage_env(azurite: Azurite, containers: tuple[ContainerClient, ContainerCl
 @pytest.fixture
 def settings(storage_env: dict[str, str]) -> Settings:
     return Settings.from_env(storage_env)
+
+
+@pytest.fixture
+def backfill_env(storage_env: dict[str, str]) -> dict[str, str]:
+    """``storage_env`` plus this test's own backfill queues (and poison queues), table and quarantine container."""
+    suffix = uuid.uuid4().hex[:10]
+    env = {**storage_env,
+           "RECOMPRESS_QUARANTINE_CONTAINER": f"q-{suffix}",
+           "RECOMPRESS_BACKFILL_LIST_QUEUE": f"list-{suffix}",
+           "RECOMPRESS_BACKFILL_BLOB_QUEUE": f"blobs-{suffix}",
+           "RECOMPRESS_BACKFILL_TABLE": f"jobs{suffix}"}
+    make_backfill_storage(Settings.from_env(env))
+    return env
+
+
+@pytest.fixture
+def backfill_settings(backfill_env: dict[str, str]) -> Settings:
+    return Settings.from_env(backfill_env)
 
 
 # --------------------------------------------------------------------------- the command line, in-process
@@ -263,19 +283,22 @@ def host(
         "RECOMPRESS_OUTPUT_CONTAINER": f"e2e-out-{suffix}",
         "RECOMPRESS_QUARANTINE_CONTAINER": f"e2e-q-{suffix}",
         "RECOMPRESS_MAX_BODY_SIZE": str(HOST_BODY_LIMIT),
+        "RECOMPRESS_BACKFILL_LIST_QUEUE": f"e2e-list-{suffix}",
+        "RECOMPRESS_BACKFILL_BLOB_QUEUE": f"e2e-blobs-{suffix}",
+        "RECOMPRESS_BACKFILL_TABLE": f"e2ejobs{suffix}",
     })
     port = free_port()
     log = tmp_path_factory.mktemp("devhost") / "devhost.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "devhost", "--no-azurite", "--func", "never", "--port", str(port), "--poll", "0.1",
-             "--client-timeout", str(HOST_CLIENT_TIMEOUT)],
+             "--client-timeout", str(HOST_CLIENT_TIMEOUT), "--queue-lease", str(HOST_QUEUE_LEASE)],
             cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
         )
     running = RunningHost(f"http://127.0.0.1:{port}", log,
                           service.get_container_client(env["RECOMPRESS_INPUT_CONTAINER"]),
                           service.get_container_client(env["RECOMPRESS_OUTPUT_CONTAINER"]),
-                          service.get_container_client(env["RECOMPRESS_QUARANTINE_CONTAINER"]))
+                          service.get_container_client(env["RECOMPRESS_QUARANTINE_CONTAINER"]), env)
     try:
         wait_for(lambda: process.poll() or running.log_line("ready:"), "the local host to be ready", timeout=60)
         assert process.poll() is None, log.read_text()

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -463,6 +463,7 @@ def make_app(calls: BlobCalls) -> func.FunctionApp:
 
 HOST_BODY_LIMIT = 2 * 1024 * 1024  # the ``host`` fixture's RECOMPRESS_MAX_BODY_SIZE
 HOST_CLIENT_TIMEOUT = 2  # seconds the ``host`` fixture's server keeps an idle connection
+HOST_QUEUE_LEASE = 3  # seconds a queue message the ``host`` fixture received stays hidden before renewal
 
 
 @dataclass
@@ -484,6 +485,8 @@ class RunningHost:
     input: ContainerClient
     output: ContainerClient
     quarantine: ContainerClient
+    #: The app settings it runs with (storage, containers, the backfill's queues and table).
+    env: dict[str, str] = field(default_factory=dict)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Response:

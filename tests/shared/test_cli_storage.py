@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +133,89 @@ def test_a_dst_that_names_a_missing_container_fails_before_any_work_and_says_how
     assert result.err_lines == [
         "error: nodir/out.parquet: container 'nodir' does not exist; it was read as container 'nodir' because "
         "no local folder 'nodir' exists: for a local file create the folder or write ./nodir/out.parquet"]
+
+
+# --------------------------------------------------------------------------- blob addresses as other tools print them
+
+
+def test_a_blob_url_as_copied_from_storage_explorer_works_as_src(
+        storage_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient], tmp_path: Path) -> None:
+    data = parquet_bytes(sample_table(100))
+    source = containers[0].get_blob_client("from explorer/a.parquet")
+    source.upload_blob(data)
+
+    result = run_cli(storage_env, source.url, str(tmp_path / "out.parquet"))
+
+    assert result.code == 0, result.err
+    assert_same_data(data, tmp_path / "out.parquet")
+
+
+def test_an_address_in_another_account_is_refused_in_one_line_naming_the_setting(
+        storage_env: dict[str, str], tmp_path: Path) -> None:
+    result = run_cli(storage_env, "abfss://input@lake01.dfs.core.windows.net/a.parquet", str(tmp_path / "o.parquet"))
+
+    assert result.code == 2
+    assert result.err_lines == [result.err_lines[0]]
+    assert "account 'lake01'; set ParquetStorage to that account's connection string" in result.err
+    assert not (tmp_path / "o.parquet").exists()
+
+
+# --------------------------------------------------------------------------- python -m shared backfill
+
+
+def run_backfill(env: dict[str, str], *args: str) -> Result:
+    done = subprocess.run([sys.executable, "-m", "shared", "backfill", *args], cwd=ROOT, env=app_free_env(env),
+                          capture_output=True, text=True, timeout=300, check=False)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def test_the_backfill_cli_processes_a_prefix_and_prints_the_job(
+        backfill_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient]) -> None:
+    for i in range(4):
+        containers[0].upload_blob(f"day/{i}.parquet", parquet_bytes(sample_table(20 + i)))
+    containers[0].upload_blob("day/notes.txt", b"not parquet")
+    containers[0].upload_blob("elsewhere.parquet", parquet_bytes(sample_table(5)))
+
+    result = run_backfill(backfill_env, "--prefix", "day/", "--workers", "2", "--json")
+
+    assert result.code == 0, result.err
+    status = json.loads(result.out)
+    assert {k: status[k] for k in ("state", "total", "written", "skipped", "quarantined", "failed")} == {
+        "state": "done", "total": 5, "written": 4, "skipped": 0, "quarantined": 1, "failed": 0}
+    assert sorted(b.name for b in containers[1].list_blobs()) == [f"day/{i}.parquet" for i in range(4)]
+
+
+def test_the_backfill_cli_dry_run_writes_nothing_and_says_so(
+        backfill_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient]) -> None:
+    containers[0].upload_blob("a.parquet", parquet_bytes(sample_table(20)))
+
+    result = run_backfill(backfill_env, "--dry-run")
+
+    assert result.code == 0, result.err
+    assert "dry run" in result.out
+    assert "done, 1 found: 1 written, 0 skipped" in result.out
+    assert list(containers[1].list_blobs()) == []
+
+
+def test_the_backfill_cli_exits_1_when_some_blob_failed(
+        backfill_env: dict[str, str], containers: tuple[ContainerClient, ContainerClient]) -> None:
+    containers[0].upload_blob("a.parquet", parquet_bytes(sample_table(20)))
+
+    result = run_backfill({**backfill_env, "RECOMPRESS_TRANSFORM": "no_such_module_here:f"}, "--json")
+
+    assert result.code == 1, result.err
+    assert json.loads(result.out)["failed"] == 1
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (("--workers", "0"), "--workers: must be at least 1"),
+    (("--prefix", "../x"), "must not contain '.' or '..' segments"),
+    (("--prefix", "az://some-other-container/x/"), "names container 'some-other-container', but the backfill reads"),
+])
+def test_the_backfill_cli_refuses_bad_arguments_with_status_2(backfill_env: dict[str, str], args: tuple[str, ...],
+                                                              problem: str) -> None:
+    result = run_backfill(backfill_env, *args)
+
+    assert result.code == 2
+    assert problem in result.err
+    assert len(result.err_lines) == 1
