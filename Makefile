@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 # The reader matrix's own venvs (Spark, fastparquet): never the dev venv, which stays light.
 COMPAT := .compat
 
-.PHONY: run test lint bench setup clean compat java
+.PHONY: run test lint bench bench-backfill setup clean compat java
 
 run: $(VENV)/.runtime node_modules/.installed
 	$(PY) -m devhost $(ARGS)
@@ -23,6 +23,10 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev node_modules/.installed
 	$(PY) -m bench $(ARGS)
+
+# Backfill fan-out through Azurite: 1,000 files with 1, 2 and 4 worker processes, and a 10,000-name listing.
+bench-backfill: $(VENV)/.dev node_modules/.installed
+	$(PY) -m bench.backfill $(ARGS)
 
 setup: $(VENV)/.dev node_modules/.installed
 
