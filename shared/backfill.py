@@ -23,11 +23,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
-from shared import blobs
+from shared import blobs, telemetry
 from shared.errors import InputError, MissingContainerError, NotFoundError, RecompressError
 from shared.jobs import Jobs, JobStatus, Outcome, Page, name_key
 from shared.quarantine import ERROR_KEY
@@ -51,9 +51,12 @@ class PageMessage:
     job: str
     page: int
     token: str | None = None
+    #: The trace context of whoever queued it (``traceparent``), so a job's work is one trace.
+    trace: dict[str, str] = field(default_factory=dict, compare=False)
 
     def text(self) -> str:
-        return json.dumps({"kind": "page", "job": self.job, "page": self.page, "token": self.token})
+        return json.dumps({"kind": "page", "job": self.job, "page": self.page, "token": self.token,
+                           "trace": self.trace})
 
 
 @dataclass(frozen=True)
@@ -63,20 +66,23 @@ class BlobMessage:
     job: str
     name: str
     dry_run: bool = False
+    trace: dict[str, str] = field(default_factory=dict, compare=False)
 
     def text(self) -> str:
-        return json.dumps({"kind": "blob", "job": self.job, "name": self.name, "dry_run": self.dry_run})
+        return json.dumps({"kind": "blob", "job": self.job, "name": self.name, "dry_run": self.dry_run,
+                           "trace": self.trace})
 
 
 def parse_message(text: str) -> PageMessage | BlobMessage:
     """Read a queue message; anything else is an InputError naming what is wrong (it then goes to poison)."""
     try:
         data = json.loads(text)
+        trace = {str(k): str(v) for k, v in dict(data.get("trace") or {}).items()}
         if data["kind"] == "page":
             token = data.get("token")
-            return PageMessage(str(data["job"]), int(data["page"]), None if token is None else str(token))
+            return PageMessage(str(data["job"]), int(data["page"]), None if token is None else str(token), trace)
         if data["kind"] == "blob":
-            return BlobMessage(str(data["job"]), str(data["name"]), bool(data.get("dry_run", False)))
+            return BlobMessage(str(data["job"]), str(data["name"]), bool(data.get("dry_run", False)), trace)
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError("backfill message", f"is not one this app writes: {type(exc).__name__}") from exc
     raise InputError("backfill message", f"has an unknown kind {data.get('kind')!r}")
@@ -100,7 +106,7 @@ def start(settings: Settings, prefix: str, *, dry_run: bool = False) -> str:
     prefix = check_prefix(prefix)
     jobs = jobs_for(settings)
     job_id = jobs.create(prefix, dry_run, settings.input_container, settings.output_container)
-    _send(settings, settings.backfill_list_queue, [PageMessage(job_id, 0).text()])
+    _send(settings, settings.backfill_list_queue, [PageMessage(job_id, 0, trace=telemetry.inject()).text()])
     log.info("backfill %s: started for %s", job_id, f"prefix {prefix!r}" if prefix else "the whole container")
     return job_id
 
@@ -123,10 +129,11 @@ def handle(text: str, settings: Settings) -> None:
     except InputError as exc:  # no retry would make it readable
         log.error("backfill: dropped a message that is not ours: %s", exc)
         return
-    if isinstance(message, PageMessage):
-        handle_page(message, settings)
-    else:
-        handle_blob(message, settings)
+    with telemetry.continued_from(message.trace):
+        if isinstance(message, PageMessage):
+            handle_page(message, settings)
+        else:
+            handle_blob(message, settings)
 
 
 def handle_page(message: PageMessage, settings: Settings) -> None:
@@ -140,11 +147,13 @@ def handle_page(message: PageMessage, settings: Settings) -> None:
     page = jobs.commit_page(message.job, message.page, names, next_token)
     dry_run = bool(job.get("dry_run"))
     queued = [n for n in names if name_key(n) in page.keys]
-    _send(settings, settings.backfill_blob_queue, [BlobMessage(message.job, n, dry_run).text() for n in queued])
+    trace = telemetry.inject()
+    _send(settings, settings.backfill_blob_queue, [BlobMessage(message.job, n, dry_run, trace).text()
+                                                   for n in queued])
     _count_vanished(jobs, message.job, page, queued)
     if page.next_token is not None:
         _send(settings, settings.backfill_list_queue, [PageMessage(message.job, page.number + 1,
-                                                                   page.next_token).text()])
+                                                                   page.next_token, trace).text()])
     jobs.mark_next_sent(message.job, page.number)
     log.info("backfill %s: page %d listed, %d blob(s) queued%s", message.job, page.number, len(queued),
              "" if page.next_token else "; listing done")

@@ -32,9 +32,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import function_app
 from devhost.azurite import Azurite, free_port
-from shared import blobs, pipeline, telemetry
+from shared import backfill, blobs, pipeline, telemetry
 from shared.errors import MissingContainerError
 from shared.settings import STORAGE_CONNECTION, Settings
+from shared.storage import context
 from tests.helpers import ROOT, app_free_env, parquet_bytes, sample_table, wait_for
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -268,6 +269,22 @@ def test_injected_context_continues_in_the_next_run(recorded: Recorded, settings
     span = recorded.file_span()
     assert span.parent is not None
     assert span.parent.span_id == producer.get_span_context().span_id
+
+
+def test_a_backfilled_blob_continues_the_trace_of_the_request_that_started_the_job(
+        recorded: Recorded, backfill_settings: Settings, containers: tuple[ContainerClient, ContainerClient]) -> None:
+    upload(containers[0], "traced/a.parquet", parquet_bytes(sample_table(5)))
+    tracer = TracerProvider().get_tracer("caller")
+    with tracer.start_as_current_span("POST /api/backfill") as request:
+        backfill.start(backfill_settings, "traced/")
+    for queue in (backfill_settings.backfill_list_queue, backfill_settings.backfill_blob_queue):
+        client = context(backfill_settings).queue(queue)
+        for message in client.receive_messages(max_messages=5):
+            backfill.handle(message.content, backfill_settings)  # the host's queue trigger, played in-process
+
+    span = recorded.file_span()
+    assert span.context is not None
+    assert span.context.trace_id == request.get_span_context().trace_id
 
 
 def test_hooks_do_nothing_when_off(settings: Settings) -> None:
