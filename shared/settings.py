@@ -383,7 +383,8 @@ def bicep_block() -> str:
     """The ``RECOMPRESS_*`` parameters of ``infra/main.bicep``, each with the app's default and meaning.
 
     App settings are strings, so every parameter is one; blank keeps the app's own
-    default. ``recompressSettings`` hands them on as app settings, and
+    default. ``recompressSettings`` hands them on as app settings (``{name, value}``,
+    the form ``siteConfig.appSettings`` takes), and
     ``recompressTrueWords`` lets the Bicep read a flag (delete-source's role) the
     way the app reads it.
     """
@@ -393,9 +394,10 @@ def bicep_block() -> str:
         lines.append(f"param {env_name(spec)} string = {_bicep_string(example_values()[env_name(spec)])}")
     lines.append("")
     lines.append("@description('The RECOMPRESS_* app settings, as the parameters above set them.')")
-    lines.append("var recompressSettings = {")
-    lines += [f"  {env_name(spec)}: {env_name(spec)}" for spec in documented()]
-    lines.append("}")
+    lines.append("var recompressSettings = [")
+    for spec in documented():
+        lines += ["  {", f"    name: '{env_name(spec)}'", f"    value: {env_name(spec)}", "  }"]
+    lines.append("]")
     lines.append("")
     lines.append("@description('What a flag setting accepts as true, in any case (shared/settings.py TRUE_WORDS).')")
     lines.append(f"var recompressTrueWords = [{', '.join(_bicep_string(w) for w in TRUE_WORDS)}]")
