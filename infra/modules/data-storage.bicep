@@ -54,36 +54,42 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       defaultAction: 'Allow' //checkov:skip=CKV_AZURE_35:as CKV_AZURE_59: no VNet in this footprint, so no network rule could admit the app while denying others
     }
   }
+}
 
-  resource blobService 'blobServices' = {
-    name: 'default'
-    properties: {
-      deleteRetentionPolicy: {
-        enabled: true
-        days: deleteRetentionDays
-      }
-      containerDeleteRetentionPolicy: {
-        enabled: true
-        days: deleteRetentionDays
-      }
+// Child resources are declared at the top level with `parent:` rather than nested:
+// pycep-parser (and so checkov) keeps only the last of several nested siblings.
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: deleteRetentionDays
     }
-  }
-
-  resource queueService 'queueServices' = {
-    name: 'default'
-  }
-
-  resource tableService 'tableServices' = {
-    name: 'default'
-
-    resource table 'tables' = {
-      name: tableName
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: deleteRetentionDays
     }
   }
 }
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: tableName
+}
+
 resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for container in containerNames: {
-  parent: account::blobService
+  parent: blobService
   name: container
   properties: {
     publicAccess: 'None'
@@ -91,7 +97,7 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
 }]
 
 resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queue in queueNames: {
-  parent: account::queueService
+  parent: queueService
   name: queue
 }]
 

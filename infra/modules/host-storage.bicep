@@ -39,22 +39,25 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       defaultAction: 'Allow' //checkov:skip=CKV_AZURE_35:as CKV_AZURE_59: no VNet in this footprint, so no network rule could admit the app while denying others
     }
   }
+}
 
-  resource blobService 'blobServices' = {
-    name: 'default'
-    properties: {
-      deleteRetentionPolicy: {
-        enabled: true
-        days: 7
-      }
+// Children at the top level with `parent:`, as in data-storage.bicep (the parsers drop nested siblings).
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
     }
+  }
+}
 
-    resource deployment 'containers' = {
-      name: deploymentContainerName
-      properties: {
-        publicAccess: 'None'
-      }
-    }
+resource deployment 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
   }
 }
 

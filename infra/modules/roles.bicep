@@ -52,44 +52,53 @@ var roles = {
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
+// Scopes, each a top-level `existing` resource with `parent:` (the parsers drop nested siblings).
 resource data 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: dataAccountName
+}
 
-  resource blobService 'blobServices' existing = {
-    name: 'default'
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: data
+  name: 'default'
+}
 
-    resource input 'containers' existing = {
-      name: inputContainerName
-    }
+resource input 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: inputContainerName
+}
 
-    resource output 'containers' existing = {
-      name: outputContainerName
-    }
+resource output 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: outputContainerName
+}
 
-    resource quarantine 'containers' existing = {
-      name: quarantineContainerName
-    }
+resource quarantine 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: quarantineContainerName
+}
 
-    resource deadLetter 'containers' existing = {
-      name: deadLetterContainerName
-    }
-  }
+resource deadLetter 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: deadLetterContainerName
+}
 
-  resource queueService 'queueServices' existing = {
-    name: 'default'
-  }
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: data
+  name: 'default'
+}
 
-  resource tableService 'tableServices' existing = {
-    name: 'default'
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: data
+  name: 'default'
+}
 
-    resource table 'tables' existing = {
-      name: tableName
-    }
-  }
+resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: tableName
 }
 
 resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = [for queue in queueNames: {
-  parent: data::queueService
+  parent: queueService
   name: queue
 }]
 
@@ -105,8 +114,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 // Inputs are read (properties, ranged downloads) and listed (health, backfill), never written...
 resource appReadsInput 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!deleteSource) {
-  name: guid(data::blobService::input.id, appPrincipalId, roles.blobDataReader)
-  scope: data::blobService::input
+  name: guid(input.id, appPrincipalId, roles.blobDataReader)
+  scope: input
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataReader)
     principalId: appPrincipalId
@@ -116,8 +125,8 @@ resource appReadsInput 'Microsoft.Authorization/roleAssignments@2022-04-01' = if
 
 // ...unless RECOMPRESS_DELETE_SOURCE is on: deleting needs Contributor, the narrowest built-in role with delete.
 resource appDeletesInput 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (deleteSource) {
-  name: guid(data::blobService::input.id, appPrincipalId, roles.blobDataContributor)
-  scope: data::blobService::input
+  name: guid(input.id, appPrincipalId, roles.blobDataContributor)
+  scope: input
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: appPrincipalId
@@ -127,8 +136,8 @@ resource appDeletesInput 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 
 // Outputs: staged and committed blocks with metadata, read back for ETags, stale ones deleted.
 resource appWritesOutput 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(data::blobService::output.id, appPrincipalId, roles.blobDataContributor)
-  scope: data::blobService::output
+  name: guid(output.id, appPrincipalId, roles.blobDataContributor)
+  scope: output
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: appPrincipalId
@@ -138,8 +147,8 @@ resource appWritesOutput 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 
 // Quarantine copies: written with their report as metadata, listed by the report, stale ones deleted.
 resource appWritesQuarantine 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(data::blobService::quarantine.id, appPrincipalId, roles.blobDataContributor)
-  scope: data::blobService::quarantine
+  name: guid(quarantine.id, appPrincipalId, roles.blobDataContributor)
+  scope: quarantine
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: appPrincipalId
@@ -160,8 +169,8 @@ resource appUsesQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
 
 // The backfill's job table: entities read and written.
 resource appUsesTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(data::tableService::table.id, appPrincipalId, roles.tableDataContributor)
-  scope: data::tableService::table
+  name: guid(table.id, appPrincipalId, roles.tableDataContributor)
+  scope: table
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
     principalId: appPrincipalId
@@ -207,8 +216,8 @@ resource appPublishesTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-
 // ---- Event Grid's identity: dead letters only
 
 resource topicWritesDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(data::blobService::deadLetter.id, topicPrincipalId, roles.blobDataContributor)
-  scope: data::blobService::deadLetter
+  name: guid(deadLetter.id, topicPrincipalId, roles.blobDataContributor)
+  scope: deadLetter
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: topicPrincipalId
@@ -219,8 +228,8 @@ resource topicWritesDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04
 // ---- whoever ran azd up: upload an input and look at what came of it
 
 resource deployerUploadsInput 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
-  name: guid(data::blobService::input.id, deployerPrincipalId, roles.blobDataContributor)
-  scope: data::blobService::input
+  name: guid(input.id, deployerPrincipalId, roles.blobDataContributor)
+  scope: input
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: deployerPrincipalId
@@ -228,8 +237,8 @@ resource deployerUploadsInput 'Microsoft.Authorization/roleAssignments@2022-04-0
 }
 
 resource deployerReadsOutput 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
-  name: guid(data::blobService::output.id, deployerPrincipalId, roles.blobDataReader)
-  scope: data::blobService::output
+  name: guid(output.id, deployerPrincipalId, roles.blobDataReader)
+  scope: output
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataReader)
     principalId: deployerPrincipalId
@@ -237,8 +246,8 @@ resource deployerReadsOutput 'Microsoft.Authorization/roleAssignments@2022-04-01
 }
 
 resource deployerReadsQuarantine 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
-  name: guid(data::blobService::quarantine.id, deployerPrincipalId, roles.blobDataReader)
-  scope: data::blobService::quarantine
+  name: guid(quarantine.id, deployerPrincipalId, roles.blobDataReader)
+  scope: quarantine
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataReader)
     principalId: deployerPrincipalId
