@@ -172,7 +172,7 @@ def test_azd_parameters_are_generated_and_match_main_bicep(main_bicep: dict[str,
     assert {k: v for k, v in params.items() if k.startswith(PREFIX)} == azd_parameters(), (
         "regenerate: python -m shared settings --format azd, into infra/main.parameters.json")
     assert set(params) <= set(declared), "ARM refuses a parameter main.bicep does not declare"
-    required = {name for name, spec in declared.items() if "default" not in spec}
+    required = {name for name, spec in declared.items() if spec["default"] is None}
     assert required <= set(params), "azd would prompt for these"
 
 
