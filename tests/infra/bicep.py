@@ -163,7 +163,8 @@ def grants(doc: Mapping[str, Any]) -> Iterator[Grant]:
             continue
         props = body(resource)
         fn = function(props["properties"]["roleDefinitionId"])
-        assert fn and fn[0] == "subscription_resource_id", f"{name}: role must be a built-in role id"
+        assert fn, f"{name}: role must be a built-in role id"
+        assert fn[0] == "subscription_resource_id", f"{name}: role must be a built-in role id"
         role_path = path(fn[1]["resource_name_1"])
         assert role_path[0] == "roles", f"{name}: role must come from the roles variable"
         yield Grant(name, props["properties"]["principalId"], role_path[1], symbol(props["scope"]),
@@ -174,5 +175,6 @@ def app_setting_names(doc: Mapping[str, Any]) -> list[str]:
     """The names of the app settings main.bicep composes in ``appSettings`` (read raw: names are literals)."""
     variables = {k: v["value"] for k, v in (doc.get("variables") or {}).items()}
     fn = function(variables["appSettings"])
-    assert fn and fn[0] == "concat", "appSettings must be concat() of the setting arrays"
+    assert fn, "appSettings must be concat() of the setting arrays"
+    assert fn[0] == "concat", "appSettings must be concat() of the setting arrays"
     return [item["name"] for part in fn[1].values() for item in variables[part]]

@@ -24,14 +24,16 @@ def subscription(events_bicep: dict[str, Any]) -> dict[str, Any]:
     found = [r for r in resources(events_bicep).values()
              if r["type"] == "Microsoft.EventGrid/systemTopics/eventSubscriptions"]
     assert len(found) == 1
-    return body(found[0])["properties"]
+    properties: dict[str, Any] = body(found[0])["properties"]
+    return properties
 
 
 @cache
 def fresh_function_app() -> ModuleType:
     """function_app.py loaded anew: ``get_functions`` lists an app once, and other tests may have listed it."""
     spec = importlib.util.spec_from_file_location("function_app_as_indexed", ROOT / "function_app.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -62,7 +64,8 @@ def test_the_webhook_is_the_blob_extensions_with_its_system_key(events_bicep: di
 
     assert url.startswith("https://${app.properties.defaultHostName}/runtime/webhooks/blobs?")
     assert "functionName=Host.Functions.${functionName}&code=${blobsExtensionKey}" in url
-    assert listed is not None and listed[1]["func_name"] == "listKeys"
+    assert listed is not None
+    assert listed[1]["func_name"] == "listKeys"
     assert listed[1]["resource_identifier"] == "${app.id}/host/default"
     assert path(key["operator"]["operands"]["operand_2"]) == ("systemKeys", "blobs_extension")
 

@@ -22,6 +22,7 @@ from tests.infra.bicep import INFRA, bicep_files
 
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
 HOOKS = INFRA / "hooks"
+SH = shutil.which("sh") or "/bin/sh"
 SKIP = re.compile(r"checkov:skip=(CKV2?_[A-Z]+_\d+):(.*)")
 
 
@@ -77,7 +78,8 @@ def checkov_report() -> dict[str, object]:
 def test_checkov_finds_no_failed_check_and_reads_every_file(checkov_report: dict[str, object]) -> None:
     summary = checkov_report["summary"]
     results = checkov_report["results"]
-    assert isinstance(summary, dict) and isinstance(results, dict)
+    assert isinstance(summary, dict)
+    assert isinstance(results, dict)
     failed = [(c["check_id"], c["resource"], c["file_path"]) for c in results["failed_checks"]]
 
     assert failed == []
@@ -112,9 +114,10 @@ def test_the_posix_hook_lints() -> None:
     assert scripts, "no POSIX hook"
     for script in scripts:
         assert script.read_text().startswith("#!/bin/sh\n"), "azure.yaml runs it with sh"
-        subprocess.run(["sh", "-n", str(script)], check=True)
-        if shutil.which("shellcheck"):
-            result = subprocess.run(["shellcheck", "--shell=sh", str(script)], capture_output=True, text=True,
+        subprocess.run([SH, "-n", str(script)], check=True)
+        shellcheck = shutil.which("shellcheck")
+        if shellcheck:
+            result = subprocess.run([shellcheck, "--shell=sh", str(script)], capture_output=True, text=True,
                                     check=False)
             assert result.returncode == 0, result.stdout
 
@@ -123,7 +126,7 @@ def test_a_broken_posix_hook_would_be_caught(tmp_path: Path) -> None:
     broken = tmp_path / "broken.sh"
     broken.write_text("#!/bin/sh\nif true; then\n  echo unclosed\n")
 
-    assert subprocess.run(["sh", "-n", str(broken)], capture_output=True, check=False).returncode != 0
+    assert subprocess.run([SH, "-n", str(broken)], capture_output=True, check=False).returncode != 0
 
 
 def test_the_powershell_hook_parses() -> None:

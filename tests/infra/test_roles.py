@@ -234,7 +234,8 @@ def test_every_queue_the_backfill_and_the_trigger_use_is_created_and_granted(mai
     assert scope.value("queueNames") == [
         settings.backfill_list_queue, f"{settings.backfill_list_queue}-poison",
         settings.backfill_blob_queue, f"{settings.backfill_blob_queue}-poison", "webjobs-blobtrigger-poison"]
-    assert queue_grant.per_item and queue_grant.principal == APP
+    assert queue_grant.per_item
+    assert queue_grant.principal == APP
     assert queues_param == main_bicep["modules"]["data"]["config"]["params"]["queueNames"] == "queueNames"
     assert scope.value("containerNames") == [settings.input_container, settings.output_container,
                                              settings.quarantine_container, "deadletter"]
