@@ -8,14 +8,17 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 # The reader matrix's own venvs (Spark, fastparquet): never the dev venv, which stays light.
 COMPAT := .compat
+# Tools whose pins would fight the dev venv's (checkov): a venv each.
+TOOLS  := .tools
 
-.PHONY: run test lint bench bench-backfill setup clean compat java
+.PHONY: run test lint bench bench-backfill setup clean compat java shellcheck
 
 run: $(VENV)/.runtime node_modules/.installed
 	$(PY) -m devhost $(ARGS)
 
-test: $(VENV)/.dev node_modules/.installed lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+# RECOMPRESS_REQUIRE_TOOLS: the infra tests fail, rather than skip, when checkov is missing.
+test: $(VENV)/.dev node_modules/.installed $(TOOLS)/checkov/.installed shellcheck lint
+	RECOMPRESS_REQUIRE_TOOLS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
@@ -47,6 +50,23 @@ java:
 	    exit 1; \
 	  fi; }
 
+# The hook scripts' lint: Debian's shellcheck when we may install it; otherwise the tests fall back to sh -n.
+shellcheck:
+	@command -v shellcheck >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: no shellcheck on PATH; installing it from Debian's packages"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; } || \
+	      echo "make test: shellcheck did not install; the hook scripts get sh -n only" >&2; \
+	  else \
+	    echo "make test: no shellcheck on PATH (apt-get install shellcheck); the hook scripts get sh -n only"; \
+	  fi; }
+
+$(TOOLS)/checkov/.installed: requirements-checkov.txt
+	rm -rf $(@D)
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip --disable-pip-version-check --quiet install -r $<
+	touch $@
+
 $(COMPAT)/%/.installed: compat/requirements-%.txt
 	rm -rf $(@D)
 	$(PYTHON) -m venv $(@D)
@@ -70,4 +90,4 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(COMPAT) node_modules .azurite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT) $(TOOLS) node_modules .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -77,6 +77,8 @@ def parse_message(text: str) -> PageMessage | BlobMessage:
     """Read a queue message; anything else is an InputError naming what is wrong (it then goes to poison)."""
     try:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
         trace = {str(k): str(v) for k, v in dict(data.get("trace") or {}).items()}
         if data["kind"] == "page":
             token = data.get("token")
@@ -84,7 +86,7 @@ def parse_message(text: str) -> PageMessage | BlobMessage:
         if data["kind"] == "blob":
             return BlobMessage(str(data["job"]), str(data["name"]), bool(data.get("dry_run", False)), trace)
     except (ValueError, KeyError, TypeError) as exc:
-        raise InputError("backfill message", f"is not one this app writes: {type(exc).__name__}") from exc
+        raise InputError("backfill message", f"is not one this app writes ({type(exc).__name__}: {exc})") from exc
     raise InputError("backfill message", f"has an unknown kind {data.get('kind')!r}")
 
 

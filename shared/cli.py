@@ -46,6 +46,8 @@ from shared.settings import (
     MODES,
     PROOFS,
     Settings,
+    azd_parameters,
+    bicep_block,
     describe,
     example_values,
     markdown_table,
@@ -105,6 +107,15 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message}\n")
 
 
+#: ``python -m shared settings --format F``: each rendering of the one list of settings.
+SETTINGS_FORMATS: dict[str, Callable[[], str]] = {
+    "markdown": markdown_table,
+    "example": lambda: json.dumps(example_values(), indent=4),
+    "bicep": bicep_block,
+    "azd": lambda: json.dumps(azd_parameters(), indent=4),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="python -m shared",
@@ -131,10 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     docs = commands.add_parser(
         "settings",
         help="print the app settings with their defaults and meanings",
-        description="Print every RECOMPRESS_* setting, as the README's table (markdown) or as the Values of "
-                    "local.settings.json.example (example). Both files are generated from this.",
+        description="Print every RECOMPRESS_* setting, as the README's table (markdown), as the Values of "
+                    "local.settings.json.example (example), as the parameter block of infra/main.bicep (bicep) "
+                    "or as the RECOMPRESS_* entries of infra/main.parameters.json (azd). All four are generated "
+                    "from this, and tests keep them in step.",
     )
-    docs.add_argument("--format", choices=("markdown", "example"), default="markdown")
+    docs.add_argument("--format", choices=SETTINGS_FORMATS, default="markdown")
     fill = commands.add_parser(
         "backfill",
         help="recompress what is already in the input container",
@@ -199,7 +212,7 @@ def _columns(raw: str) -> tuple[str, ...] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "settings":
-        print(markdown_table() if args.format == "markdown" else json.dumps(example_values(), indent=4))
+        print(SETTINGS_FORMATS[args.format]())
         return 0
     if args.command == "report":
         return _savings(args)

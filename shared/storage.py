@@ -181,11 +181,30 @@ def client_options(settings: Settings, *, quick: bool = False) -> dict[str, Any]
 
 
 def check_storage(settings: Settings) -> None:
-    """Raise unless storage answers and every container a run needs exists, naming the first that is missing."""
+    """Raise unless storage answers and everything a run or a backfill needs exists, naming the first missing.
+
+    The backfill's queues and table are checked too: a deployment that lacks them would accept
+    ``POST /api/backfill`` and then fail, so health says so first.
+    """
     probe = context(settings, quick=True)
     for name in (settings.input_container, settings.output_container, settings.quarantine_container):
         container = probe.service.get_container_client(name)
         probe.call(name, container.get_container_properties)
+    for queue in (settings.backfill_list_queue, settings.backfill_blob_queue):
+        try:
+            probe.call(f"queue {queue!r}", probe.queue(queue).get_queue_properties)
+        except NotFoundError as exc:
+            raise MissingContainerError(f"queue {queue!r}", "does not exist; create it (azd up and make run do), "
+                                        "or point the RECOMPRESS_BACKFILL_*_QUEUE setting at one that does") from exc
+    table = probe.table(settings.backfill_table)
+    try:
+        probe.call(f"table {settings.backfill_table!r}",
+                   lambda: next(iter(table.query_entities("PartitionKey eq 'jobs'", results_per_page=1).by_page())))
+    except StorageError as exc:
+        if "TableNotFound" not in f"{exc.code} {exc.problem}":
+            raise
+        raise MissingContainerError(f"table {settings.backfill_table!r}", "does not exist; create it (azd up and "
+                                    "make run do), or set RECOMPRESS_BACKFILL_TABLE") from exc
 
 
 def service_client(settings: Settings) -> BlobServiceClient:

@@ -12,7 +12,6 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 import function_app
 from devhost.azurite import free_port
@@ -206,16 +205,27 @@ def test_health_function_says_503_with_a_reason_when_storage_is_down(monkeypatch
     assert "c2VjcmV0" not in response.get_body().decode()
 
 
+def test_health_is_ok_when_everything_a_run_and_a_backfill_need_exists(
+        backfill_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, known in backfill_env.items():
+        monkeypatch.setenv(key, known)
+    import azure.functions as func
+
+    response = function_app.health(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+
+    assert response.status_code == 200, response.get_body()
+
+
 @pytest.mark.parametrize(("setting", "value", "reason"), [
     ("RECOMPRESS_OUTPUT_CONTAINER", "no-such-output", "container 'no-such-output': does not exist"),
     ("RECOMPRESS_QUARANTINE_CONTAINER", "no-such-quarantine", "container 'no-such-quarantine': does not exist"),
     ("RECOMPRESS_TRANSFORM", "no_such_module:fix", "cannot import module 'no_such_module'"),
+    ("RECOMPRESS_BACKFILL_BLOB_QUEUE", "no-such-queue", "queue 'no-such-queue': does not exist"),
+    ("RECOMPRESS_BACKFILL_TABLE", "nosuchtable", "table 'nosuchtable': does not exist"),
 ])
-def test_health_names_what_a_run_would_miss(storage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                                           service: BlobServiceClient, setting: str, value: str, reason: str) -> None:
-    service.get_container_client(f"q-{storage_env['RECOMPRESS_OUTPUT_CONTAINER']}").create_container()
-    for key, known in {**storage_env, "RECOMPRESS_QUARANTINE_CONTAINER":
-                       f"q-{storage_env['RECOMPRESS_OUTPUT_CONTAINER']}", setting: value}.items():
+def test_health_names_what_a_run_would_miss(backfill_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                           setting: str, value: str, reason: str) -> None:
+    for key, known in {**backfill_env, setting: value}.items():
         monkeypatch.setenv(key, known)
     import azure.functions as func
 
