@@ -18,7 +18,6 @@ per blob at the same concurrency.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -34,10 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from bench import ROOT
 from shared.settings import Settings
@@ -46,6 +42,7 @@ from shared.storage import context
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
 from bench.machine import CpuTimes, facts, interference
+from bench.writers import WRITERS, written_by
 
 RESULTS = ROOT / "bench" / "backfill.md"
 
@@ -80,21 +77,7 @@ def small_file(i: int) -> bytes:
         "kind": pa.array([f"kind-{j % 13}" for j in range(rows)]),
         "note": pa.array([None if j % 5 == 0 else f"note {j * i % 997}" for j in range(rows)]),
     })
-    if i % 3 == 1:
-        buffer = io.BytesIO()
-        pl.from_arrow(table).write_parquet(buffer)  # type: ignore[union-attr]
-        return buffer.getvalue()
-    if i % 3 == 2:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "t.parquet"
-            connection = duckdb.connect()
-            connection.register("t", table)
-            connection.execute(f"COPY t TO '{path}' (FORMAT PARQUET)")
-            connection.close()
-            return path.read_bytes()
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="snappy")
-    return sink.getvalue()
+    return written_by(WRITERS[i % 3], table)
 
 
 class Rig:

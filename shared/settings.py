@@ -159,31 +159,28 @@ def _text(raw: str, subject: str) -> str:
     return raw
 
 
-def _container(raw: str, subject: str) -> str:
-    if not _CONTAINER.fullmatch(raw):
-        raise ConfigError(subject, f"{raw!r} is not a valid container name "
-                                   "(3-63 lowercase letters, digits and single hyphens)")
-    return raw
+def _named(pattern: re.Pattern[str], what: str) -> Parser:
+    """A parser for a storage resource name that must match ``pattern``; ``what`` names the kind and its rule."""
+
+    def parse(raw: str, subject: str) -> str:
+        if not pattern.fullmatch(raw):
+            raise ConfigError(subject, f"{raw!r} is not a valid {what}")
+        return raw
+
+    return parse
+
+
+_container = _named(_CONTAINER, "container name (3-63 lowercase letters, digits and single hyphens)")
+_table = _named(_TABLE, "table name (3-63 letters and digits, starting with a letter)")
+_queue_name = _named(_CONTAINER, "queue name (3-63 lowercase letters, digits and single hyphens)")
 
 
 def _queue(raw: str, subject: str) -> str:
-    """A queue name as Azure allows it (3-63 lower-case letters, digits and single hyphens)."""
-    value = raw.strip()
-    if not _CONTAINER.fullmatch(value):
-        raise ConfigError(subject, f"{raw!r} is not a valid queue name "
-                                   "(3-63 lowercase letters, digits and single hyphens)")
+    """A queue name, short enough that the host's ``-poison`` twin is one too."""
+    value: str = _queue_name(raw, subject)
     if len(value) > 63 - len("-poison"):
         raise ConfigError(subject, f"must leave room for the host's '-poison' suffix (at most 56 characters), "
                                    f"got {len(value)}")
-    return value
-
-
-def _table(raw: str, subject: str) -> str:
-    """A table name as Azure allows it: 3-63 letters and digits, starting with a letter."""
-    value = raw.strip()
-    if not _TABLE.fullmatch(value):
-        raise ConfigError(subject, f"{raw!r} is not a valid table name (3-63 letters and digits, starting with "
-                                   "a letter)")
     return value
 
 

@@ -3,22 +3,19 @@ killed mid-blob and mid-listing, and the CLI twin, all against a real Azurite.""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import polars as pl
 import pytest
 from azure.storage.blob import ContainerClient
 
+from bench.writers import WRITERS, written_by
 from devhost.azurite import Azurite, connection_string
 from shared import backfill
 from shared.settings import STORAGE_CONNECTION, Settings
@@ -30,20 +27,7 @@ COUNTS = ("state", "total", "written", "skipped", "superseded", "quarantined", "
 
 def _writer_bytes(i: int) -> bytes:
     """Inputs from three writers in turn: pyarrow, polars and DuckDB."""
-    table = sample_table(40 + i)
-    if i % 3 == 1:
-        buffer = io.BytesIO()
-        pl.from_arrow(table).write_parquet(buffer)  # type: ignore[union-attr]
-        return buffer.getvalue()
-    if i % 3 == 2:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "t.parquet"
-            connection = duckdb.connect()
-            connection.register("t", table)
-            connection.execute(f"COPY t TO '{path}' (FORMAT PARQUET)")
-            connection.close()
-            return path.read_bytes()
-    return parquet_bytes(table)
+    return written_by(WRITERS[i % 3], sample_table(40 + i))
 
 
 def _counts(status: dict[str, Any]) -> dict[str, Any]:
