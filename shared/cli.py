@@ -49,6 +49,7 @@ from shared.settings import (
     azd_parameters,
     bicep_block,
     describe,
+    documented,
     example_values,
     markdown_table,
     parse_columns,
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--readers", choices=POLICIES, help=describe("readers"))
     rec.add_argument("--level", type=_level, help=describe("zstd_level"))
     rec.add_argument("--columns", type=_columns, help=describe("columns"))
-    rec.add_argument("--row-group-size", type=_rows, metavar="ROWS", help=describe("row_group_size"))
+    rec.add_argument("--row-group-size", type=_as_setting("row_group_size"), metavar="ROWS",
+                     help=describe("row_group_size"))
     rec.add_argument("--json", action="store_true", help="print the report as JSON")
     rec.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     docs = commands.add_parser(
@@ -193,6 +195,19 @@ def _rows(raw: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _as_setting(name: str) -> Callable[[str], Any]:
+    """An option parsed exactly as its app setting is, so the bounds are written once."""
+    parse = next(spec.metadata["parse"] for spec in documented() if spec.name == name)
+
+    def convert(raw: str) -> Any:
+        try:
+            return parse(raw, f"--{name.replace('_', '-')}")
+        except RecompressError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+
+    return convert
 
 
 def _workers(raw: str) -> int:

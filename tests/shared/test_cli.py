@@ -138,11 +138,11 @@ def test_a_bad_level_exits_2_without_a_traceback_as_a_real_process(src: Path, ds
     assert_clean_failure(result, dst, "argument --level", "must be from 1 to 22, got 0")
 
 
-@pytest.mark.parametrize("rows", ["0", "-5"])
-def test_a_row_group_size_below_one_fails_cleanly(src: Path, dst: Path, rows: str) -> None:
+@pytest.mark.parametrize("rows", ["0", "-5", "2147483649"])
+def test_a_row_group_size_out_of_the_settings_bounds_fails_cleanly(src: Path, dst: Path, rows: str) -> None:
     result = run_cli_process(src, dst, f"--row-group-size={rows}")
 
-    assert_clean_failure(result, dst, "argument --row-group-size", f"must be at least 1, got {rows}")
+    assert_clean_failure(result, dst, "argument --row-group-size", f"must be from 1 to 2147483648, got {rows}")
 
 
 # --------------------------------------------------------------------------- options, in-process
