@@ -13,6 +13,7 @@ with its dequeue count raised, as it would on Azure.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -101,8 +102,8 @@ class QueueRunner:
 
     def _poll(self, function: QueueFunction) -> None:
         storage = storage_for(function.connection)
-        queue = storage.queue(function.queue)
-        poison = storage.queue(function.queue + POISON_SUFFIX)
+        queue = storage.queue(function.queue, raw=True)  # decoded one by one in _run, as the host does
+        poison = storage.queue(function.queue + POISON_SUFFIX, raw=True)
         running = _Running()
         idle = self.min_poll
         with ThreadPoolExecutor(self.options.batch_size + self.options.new_batch_threshold,
@@ -134,9 +135,15 @@ class QueueRunner:
             if message.dequeue_count > self.options.max_dequeue_count:  # its worker died every time
                 self._to_poison(function, queue, poison, lease)
                 return
+            try:
+                body = base64.b64decode(str(message.content), validate=True)
+            except ValueError:  # host.json says base64; no delivery would make this readable
+                log.error("%s: message %s is not base64 (messageEncoding in host.json)", function.name, message.id)
+                self._to_poison(function, queue, poison, lease)
+                return
             lease.start()
             try:
-                function.call(**{function.arg_name: _as_trigger_message(message)})
+                function.call(**{function.arg_name: _as_trigger_message(message, body)})
             except Exception:
                 log.exception("%s failed on message %s (delivery %d)", function.name, message.id,
                               message.dequeue_count)
@@ -225,10 +232,10 @@ class _Lease:
                 log.warning("renewing the lease of message %s failed: %s", self.message.id, exc)
 
 
-def _as_trigger_message(message: Any) -> func_queue.QueueMessage:
+def _as_trigger_message(message: Any, body: bytes) -> func_queue.QueueMessage:
     """The ``func.QueueMessage`` the Python worker hands a queue-triggered function."""
     return func_queue.QueueMessage(  # type: ignore[no-untyped-call]
-        id=message.id, body=str(message.content).encode("utf-8"), dequeue_count=message.dequeue_count,
+        id=message.id, body=body, dequeue_count=message.dequeue_count,
         expiration_time=message.expires_on, insertion_time=message.inserted_on,
         time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt,
     )

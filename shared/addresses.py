@@ -26,18 +26,26 @@ if TYPE_CHECKING:
 
 AZ_SCHEME = "az://"
 _URL = re.compile(r"^(abfss?|https?)://", re.IGNORECASE)
-_AZURE_HOST = re.compile(r"^(?P<account>[a-z0-9]{3,24})\.(?:blob|dfs)\.core\.(?:windows\.net|chinacloudapi\.cn|"
-                         r"usgovcloudapi\.net)$", re.IGNORECASE)
+#: The storage endpoints of Azure's clouds: an account is named by its host, and the host keeps its cloud.
+_AZURE_HOST = re.compile(r"^(?P<account>[a-z0-9]{3,24})\.(?:blob|dfs)\.(?P<suffix>core\.(?:windows\.net|"
+                         r"chinacloudapi\.cn|usgovcloudapi\.net|cloudapi\.de))$", re.IGNORECASE)
+_LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "[::1]"}
 
 
 @dataclass(frozen=True)
 class BlobAddress:
-    """A container, a blob name (or prefix) inside it, and the account when the text named one."""
+    """A container, a blob name (or prefix) inside it, and the account's blob endpoint when the text named one."""
 
     text: str
     container: str
     blob: str
     account: str | None = None
+    #: ``https://<account>.blob.<cloud suffix>``, or an emulator's ``http://127.0.0.1:<port>/<account>``.
+    endpoint: str | None = None
+
+    @property
+    def emulator(self) -> bool:
+        return bool(self.endpoint and self.endpoint.startswith("http://"))
 
 
 def is_url(text: str) -> bool:
@@ -45,32 +53,44 @@ def is_url(text: str) -> bool:
     return bool(_URL.match(text)) or text.startswith(AZ_SCHEME)
 
 
+def shown(text: str) -> str:
+    """An address as messages may show it: without its query, which may hold a SAS signature."""
+    return text.split("?", 1)[0]
+
+
 def parse_url(text: str, *, blob_required: bool = True) -> BlobAddress:
     """Parse ``az://``, ``abfs[s]://`` and ``http[s]://`` addresses; InputError in one line otherwise."""
     if text.startswith(AZ_SCHEME):
-        return _split(text, text[len(AZ_SCHEME):], None, blob_required)
-    parts = urlsplit(text)
+        return _split(text, text[len(AZ_SCHEME):], None, None, blob_required)
+    parts = urlsplit(text, allow_fragments=False)  # '#' is a legal character in a blob name
+    if parts.query:
+        raise InputError(shown(text), "carries a query string (a SAS token?), which is never used: the app signs "
+                                      "in with its own credential; remove everything from '?'")
     scheme = parts.scheme.lower()
     if scheme in ("abfs", "abfss"):
         container, at, host = parts.netloc.rpartition("@")
-        account = _account_of_host(text, host)
         if not at or not container:
             raise InputError(text, "names no container; use abfss://<container>@<account>.dfs.core.windows.net/<path>")
-        return _checked(BlobAddress(text, container, unquote(parts.path.lstrip("/")), account), blob_required)
+        account, endpoint = _azure_endpoint(text, host)
+        return _checked(BlobAddress(text, container, unquote(parts.path.lstrip("/")), account, endpoint),
+                        blob_required)
     if scheme in ("http", "https"):
         path = unquote(parts.path.lstrip("/"))
-        if _AZURE_HOST.match(parts.hostname or ""):
-            return _split(text, path, _account_of_host(text, parts.hostname or ""), blob_required)
-        account, _, rest = path.partition("/")  # path style: Azurite, or a custom domain
-        if not account:
-            raise InputError(text, "names no account; use https://<account>.blob.core.windows.net/<container>/<blob>")
-        return _split(text, rest, account, blob_required)
+        host = (parts.hostname or "").lower()
+        if host in _LOOPBACK:  # an emulator: path style, the account first
+            account, _, rest = path.partition("/")
+            if not account:
+                raise InputError(text, "names no account; use http://127.0.0.1:10000/<account>/<container>/<blob>")
+            port = f":{parts.port}" if parts.port else ""
+            return _split(text, rest, account, f"{scheme}://{_LOOPBACK[host]}{port}/{account}", blob_required)
+        account, endpoint = _azure_endpoint(text, parts.netloc)
+        return _split(text, path, account, endpoint, blob_required)
     raise InputError(text, "is not a blob address; use container/blob, az://, abfss:// or https://")
 
 
-def _split(text: str, rest: str, account: str | None, blob_required: bool) -> BlobAddress:
+def _split(text: str, rest: str, account: str | None, endpoint: str | None, blob_required: bool) -> BlobAddress:
     container, _, blob = rest.partition("/")
-    return _checked(BlobAddress(text, container, blob, account), blob_required)
+    return _checked(BlobAddress(text, container, blob, account, endpoint), blob_required)
 
 
 def _checked(address: BlobAddress, blob_required: bool) -> BlobAddress:
@@ -80,33 +100,37 @@ def _checked(address: BlobAddress, blob_required: bool) -> BlobAddress:
     return address
 
 
-def _account_of_host(text: str, host: str) -> str:
+def _azure_endpoint(text: str, host: str) -> tuple[str, str]:
+    """The account a storage host names, and its blob endpoint in the same cloud."""
     match = _AZURE_HOST.match(host)
     if not match:
-        raise InputError(text, f"host {host!r} is not a storage account endpoint "
-                               "(<account>.blob.core.windows.net or <account>.dfs.core.windows.net)")
-    return match.group("account").lower()
+        raise InputError(text, f"host {host!r} is not a storage account endpoint (<account>.blob.core.windows.net "
+                               "or <account>.dfs.core.windows.net, or another Azure cloud's); custom domains "
+                               "are not followed")
+    account = match.group("account").lower()
+    return account, f"https://{account}.blob.{match.group('suffix').lower()}"
 
 
 def settings_for(settings: Settings, address: BlobAddress) -> Settings:
-    """Settings whose connection reaches ``address``'s account: these, or the same identity on that account.
+    """Settings whose connection reaches ``address``'s endpoint: these, or the same identity on that account.
 
-    A connection string holds one account's key, so another account is refused, naming the setting to change.
+    The configured endpoint is compared whole (account, cloud, emulator port), never by account name
+    alone. A connection string holds one account's key, so another endpoint is refused, naming the setting
+    to change; so is another emulator, which no identity can reach.
     """
     from shared.storage import context
 
-    configured = context(settings).service.account_name or ""
-    if address.account is None or address.account.lower() == configured.lower():
+    configured = context(settings).service.url.rstrip("/").lower()
+    if address.endpoint is None or address.endpoint.lower() == configured:
         return settings
     connection = settings.connection
-    if connection.connection_string:
+    if connection.connection_string or address.emulator:
         raise ConfigError(
             STORAGE_CONNECTION,
-            f"holds a connection string for account {configured!r}, but {address.text} is in account "
-            f"{address.account!r}; set {STORAGE_CONNECTION} to that account's connection string, or set "
-            f"{STORAGE_CONNECTION}__serviceUri=https://{address.account}.blob.core.windows.net to use an identity")
-    uri = f"https://{address.account}.blob.core.windows.net"
-    return replace(settings, connection=replace(connection, service_uri=uri, queue_service_uri=None,
+            f"reaches {configured}, but {shown(address.text)} is in {address.endpoint}; set {STORAGE_CONNECTION} to "
+            f"that account's connection string, or set {STORAGE_CONNECTION}__serviceUri={address.endpoint} to use "
+            "an identity")
+    return replace(settings, connection=replace(connection, service_uri=address.endpoint, queue_service_uri=None,
                                                 table_service_uri=None))
 
 

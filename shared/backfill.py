@@ -18,6 +18,7 @@ The CLI twin (:func:`run_here`) does the same work in one process, without queue
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -29,7 +30,7 @@ from urllib.parse import unquote
 
 from shared import blobs, telemetry
 from shared.errors import InputError, MissingContainerError, NotFoundError, RecompressError
-from shared.jobs import Jobs, JobStatus, Outcome, Page, name_key
+from shared.jobs import Jobs, JobStatus, Outcome, Page, name_key, valid_job_id
 from shared.quarantine import ERROR_KEY
 from shared.report import Report, records_version
 from shared.settings import Settings
@@ -39,6 +40,9 @@ log = logging.getLogger("shared.backfill")
 
 #: Senders per listing page: a page of 1,000 blob messages goes out in about a tenth of the time.
 _SEND_THREADS = 8
+#: Output metadata naming the backfill job that wrote it: a worker that died after publishing but before
+#: counting leaves an output its redelivered message recognises as this job's own work.
+JOB_KEY = "recompress_backfill_job"
 #: Outcomes of a report's status: a blob gone before its turn counts as skipped (nothing to do).
 _STATUS_OUTCOME = {"written": "written", "skipped": "skipped", "gone": "skipped", "superseded": "superseded",
                    "quarantined": "quarantined", "unprocessable": "failed"}
@@ -82,12 +86,20 @@ def parse_message(text: str) -> PageMessage | BlobMessage:
         trace = {str(k): str(v) for k, v in dict(data.get("trace") or {}).items()}
         if data["kind"] == "page":
             token = data.get("token")
-            return PageMessage(str(data["job"]), int(data["page"]), None if token is None else str(token), trace)
+            return _checked(PageMessage(str(data["job"]), int(data["page"]), None if token is None else str(token),
+                                        trace))
         if data["kind"] == "blob":
-            return BlobMessage(str(data["job"]), str(data["name"]), bool(data.get("dry_run", False)), trace)
+            return _checked(BlobMessage(str(data["job"]), str(data["name"]), bool(data.get("dry_run", False)),
+                                        trace))
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError("backfill message", f"is not one this app writes ({type(exc).__name__}: {exc})") from exc
     raise InputError("backfill message", f"has an unknown kind {data.get('kind')!r}")
+
+
+def _checked(message: PageMessage | BlobMessage) -> PageMessage | BlobMessage:
+    if not valid_job_id(message.job):
+        raise InputError("backfill message", f"names no job this app made ({message.job!r})")
+    return message
 
 
 def check_prefix(prefix: str) -> str:
@@ -145,10 +157,11 @@ def handle_page(message: PageMessage, settings: Settings) -> None:
     if recorded is not None and recorded.next_sent:
         return  # a second delivery of a page already finished
     job = jobs.describe(message.job)
-    names, next_token = list_page(settings, str(job["prefix"]), message.token)
+    prefix = str(job["prefix"])
+    names, next_token = list_page(settings, prefix, message.token)
     page = jobs.commit_page(message.job, message.page, names, next_token)
     dry_run = bool(job.get("dry_run"))
-    queued = [n for n in names if name_key(n) in page.keys]
+    queued = [n for n in _through(settings, prefix, names, next_token, page.last) if name_key(n) in page.keys]
     trace = telemetry.inject()
     _send(settings, settings.backfill_blob_queue, [BlobMessage(message.job, n, dry_run, trace).text()
                                                    for n in queued])
@@ -168,7 +181,8 @@ def handle_blob(message: BlobMessage, settings: Settings) -> None:
     if jobs.has_outcome(message.job, key):
         return  # delivered again after it was counted
     try:
-        outcome = assess(message.name, settings) if message.dry_run else process(message.name, settings)
+        outcome = assess(message.name, settings) if message.dry_run else process(message.name, settings,
+                                                                                  message.job)
     except Exception as exc:
         jobs.note_error(message.job, key, message.name, _error_text(exc))
         raise
@@ -183,14 +197,31 @@ def handle_poison(text: str, settings: Settings) -> None:
         log.error("backfill: dropped a poison message that is not ours: %s", exc)
         return
     jobs = jobs_for(settings)
-    if isinstance(message, PageMessage):
-        jobs.fail_listing(message.job, f"listing page {message.page} failed on every delivery; see the logs")
-        log.error("backfill %s: listing failed at page %d", message.job, message.page)
-        return
-    key = name_key(message.name)
-    error = jobs.last_error(message.job, key) or "failed on every delivery; see the function's logs"
-    if jobs.record(message.job, key, message.name, Outcome("failed", error=error)):
-        log.error("backfill %s: %s failed: %s", message.job, message.name, error)
+    try:
+        if isinstance(message, PageMessage):
+            jobs.fail(message.job, f"listing page {message.page} failed on every delivery; see the logs")
+            log.error("backfill %s: listing failed at page %d", message.job, message.page)
+            return
+        key = name_key(message.name)
+        error = jobs.last_error(message.job, key) or "failed on every delivery; see the function's logs"
+        if jobs.record(message.job, key, message.name, Outcome("failed", error=error)):
+            log.error("backfill %s: %s failed: %s", message.job, message.name, error)
+    except NotFoundError as exc:  # the job's record is gone: nothing left to count into, and no retry brings it
+        log.error("backfill: dropped a poison message of a job without a record: %s", exc)
+
+
+def _through(settings: Settings, prefix: str, names: list[str], token: str | None, last: str) -> list[str]:
+    """The names now listed from a page's start up to ``last``, the page's last name when first listed.
+
+    The same continuation token need not give the same page twice: blobs uploaded into its range push
+    names off its end, and the service may return short pages. Listing on to ``last`` finds every name
+    the page counted that still exists, so only a blob really deleted is counted as gone.
+    """
+    names = list(names)
+    while (not names or max(names) < last) and token is not None:
+        more, token = list_page(settings, prefix, token)
+        names.extend(more)
+    return [n for n in names if n <= last]
 
 
 def _count_vanished(jobs: Jobs, job_id: str, page: Page, queued: list[str]) -> None:
@@ -216,8 +247,12 @@ def list_page(settings: Settings, prefix: str, token: str | None) -> tuple[list[
 # --------------------------------------------------------------------------- one blob
 
 
-def process(name: str, settings: Settings) -> Outcome:
-    """What the trigger does with this blob, unless its current version is already quarantined."""
+def process(name: str, settings: Settings, job: str) -> Outcome:
+    """What the trigger does with this blob, unless its current version is already quarantined.
+
+    The output records ``job``: if this job's own earlier delivery published it and died before
+    counting, the blob counts as written, with its sizes, rather than as skipped.
+    """
     storage = context(settings)
     source = storage.blob(settings.input_container, name)
     props = storage.properties_or_none(source)
@@ -226,7 +261,15 @@ def process(name: str, settings: Settings) -> Outcome:
     held = _quarantined(storage, settings, name, str(props.etag))
     if held is not None:
         return Outcome("quarantined", int(props.size), error=held)
-    return outcome_of(blobs.process_blob(source, settings))
+    outcome = outcome_of(blobs.process_blob(source, settings, metadata={JOB_KEY: job}))
+    if outcome.status == "skipped" and _written_by(storage, settings, name, job):
+        return replace(outcome, status="written", detail="published by an earlier delivery of this job")
+    return outcome
+
+
+def _written_by(storage: StorageContext, settings: Settings, name: str, job: str) -> bool:
+    output = storage.properties_or_none(storage.blob(settings.output_container, name))
+    return output is not None and (output.metadata or {}).get(JOB_KEY) == job
 
 
 def assess(name: str, settings: Settings) -> Outcome:
@@ -323,7 +366,7 @@ def run_here(settings: Settings, prefix: str, *, dry_run: bool = False, workers:
         try:
             key = name_key(name)
             try:
-                outcome = assess(name, settings) if dry_run else process(name, settings)
+                outcome = assess(name, settings) if dry_run else process(name, settings, job_id)
             except (RecompressError, OSError) as exc:
                 outcome = Outcome("failed", error=_error_text(exc))
             jobs.record(job_id, key, name, outcome)
@@ -334,17 +377,22 @@ def run_here(settings: Settings, prefix: str, *, dry_run: bool = False, workers:
             if on_progress:
                 on_progress(tally)
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="backfill") as pool:
-        futures: list[Future[None]] = []
-        for page in _pages_here(settings, jobs, job_id, prefix):
-            with lock:
-                tally.found += len(page)
-            for name in page:
-                slots.acquire()
-                futures.append(pool.submit(one, name))
-            futures = _reap(futures)
-        for future in futures:
-            future.result()
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="backfill") as pool:
+            futures: list[Future[None]] = []
+            for page in _pages_here(settings, jobs, job_id, prefix):
+                with lock:
+                    tally.found += len(page)
+                for name in page:
+                    slots.acquire()
+                    futures.append(pool.submit(one, name))
+                futures = _reap(futures)
+            for future in futures:
+                future.result()
+    except BaseException as exc:  # Ctrl-C, or the record unreachable: the job must not look as if it runs on
+        with contextlib.suppress(Exception):
+            jobs.fail(job_id, f"the command-line run stopped: {_error_text(exc) or type(exc).__name__}")
+        raise
     return jobs.status(job_id)
 
 

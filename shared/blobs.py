@@ -11,7 +11,7 @@ transform raises, so the host retries and its poison queue keeps the blob.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -41,7 +41,8 @@ class Superseded(StorageError):
 
 
 @telemetry.traced_file(lambda source, *_, **__: label(source))
-def process_blob(source: BlobClient, settings: Settings, *, missing_ok: bool = True) -> Report:
+def process_blob(source: BlobClient, settings: Settings, *, missing_ok: bool = True,
+                 metadata: Mapping[str, str] | None = None) -> Report:
     """Recompress ``input/<name>`` into ``output/<name>``: what the blob trigger does.
 
     Safe to run any number of times, at once or in turn, for the same blob.
@@ -49,7 +50,8 @@ def process_blob(source: BlobClient, settings: Settings, *, missing_ok: bool = T
     context, so our retry policy and timeouts apply to every request (the
     trigger's carries the SDK defaults, with a 15 s initial backoff). A blob
     deleted before its run ends as ``gone`` (an event may outlive its blob),
-    unless ``missing_ok`` is false, when NotFoundError says so.
+    unless ``missing_ok`` is false, when NotFoundError says so. ``metadata`` is recorded on the
+    output besides the run's own (a backfill's job id).
     """
     storage = context(settings)
     why = unaddressable(source.blob_name)
@@ -58,7 +60,7 @@ def process_blob(source: BlobClient, settings: Settings, *, missing_ok: bool = T
                        settings, error=why, warn=True)
     source = storage.blob(source.container_name, source.blob_name)
     with pipeline.file_slot(settings):
-        return _process(source, settings, storage, missing_ok)
+        return _process(source, settings, storage, missing_ok, metadata or {})
 
 
 def process_named_blob(name: str, settings: Settings) -> Report:
@@ -67,7 +69,8 @@ def process_named_blob(name: str, settings: Settings) -> Report:
                         missing_ok=False)
 
 
-def _process(source: BlobClient, settings: Settings, storage: StorageContext, missing_ok: bool) -> Report:
+def _process(source: BlobClient, settings: Settings, storage: StorageContext, missing_ok: bool,
+             metadata: Mapping[str, str]) -> Report:
     subject = label(source)
     target = storage.blob(settings.output_container, source.blob_name)
     try:
@@ -85,7 +88,7 @@ def _process(source: BlobClient, settings: Settings, storage: StorageContext, mi
     try:
         pipeline.check_size(subject, int(props.size), settings)
         report = blob_to_blob(source, target, settings, replaces=existing.etag if existing else None, props=props,
-                              precommit=lambda: _still_current(storage, source, etag))
+                              precommit=lambda: _still_current(storage, source, etag), metadata=metadata)
     except QUARANTINABLE as exc:
         return _retire_output(storage, target, existing, quarantine(source, props, exc, settings, storage))
     except Superseded as exc:
@@ -210,8 +213,8 @@ def check_blob_name(name: str) -> str:
 
 def blob_to_blob(source: BlobClient, target: BlobClient, settings: Settings, progress: Progress | None = None, *,
                  replaces: str | None = "*", precommit: Callable[[], None] | None = None,
-                 props: Any = None) -> Report:
+                 props: Any = None, metadata: Mapping[str, str] | None = None) -> Report:
     """Recompress one blob into another; ``replaces`` makes the commit conditional (see BlockBlobSink)."""
     opened = open_blob(source, settings, props)
-    sink = BlockBlobSink(target, settings, replaces=replaces, precommit=precommit)
+    sink = BlockBlobSink(target, settings, replaces=replaces, precommit=precommit, metadata=metadata)
     return pipeline.run(opened.file, opened.name, opened.size, opened.etag, sink, settings, label(target), progress)

@@ -74,7 +74,8 @@ class Location:
     text: str
     container: str | None = None
     blob: str | None = None
-    account: str | None = None
+    #: For the URL forms: the parsed address, with the account endpoint it names.
+    address: BlobAddress | None = None
 
     @property
     def is_blob(self) -> bool:
@@ -85,7 +86,7 @@ def parse_location(text: str) -> Location:
     """Tell a local path from a ``container/blob`` name (see the module docstring)."""
     if is_url(text):
         address = parse_url(text)
-        return Location(text, address.container, address.blob, address.account)
+        return Location(text, address.container, address.blob, address)
     path = Path(text).expanduser()
     if text.startswith(("/", "./", "../", "~", ".\\")) or "/" not in text.strip("/"):
         return Location(str(path))
@@ -468,10 +469,9 @@ def _storage(settings: Settings, location: Location | None = None) -> StorageCon
     from shared.storage import context, quiet_sdk_logging
 
     quiet_sdk_logging()
-    if location is None or location.account is None:
+    if location is None or location.address is None:
         return context(settings)
-    return storage_for(settings, BlobAddress(location.text, location.container or "", location.blob or "",
-                                             location.account))
+    return storage_for(settings, location.address)
 
 
 def _local_sink(dst: Location) -> LocalFileSink:

@@ -28,7 +28,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -92,6 +92,9 @@ class Page:
     keys: frozenset[str]
     next_token: str | None
     next_sent: bool
+    #: The last name the page held when first listed: a later listing of the same token is read up to
+    #: here, however many blobs were added or removed in the range meanwhile.
+    last: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,8 @@ class Jobs:
             raise NotFoundError(f"backfill job {job_id!r}", "does not exist")
         return dict(job)
 
-    def fail_listing(self, job_id: str, error: str) -> None:
-        """Listing gave up for good: the job can never be done, and says why."""
+    def fail(self, job_id: str, error: str) -> None:
+        """The job gave up for good (listing failed, or the CLI running it stopped): it says why."""
         self._merge({"PartitionKey": job_id, "RowKey": JOB_ROW, "error": error[:4000]})
 
     # ------------------------------------------------------------------ pages
@@ -222,13 +225,15 @@ class Jobs:
         row = self._get(job_id, _page_key(number))
         return None if row is None else _page_from(number, row)
 
-    def commit_page(self, job_id: str, number: int, names: Iterable[str], next_token: str | None) -> Page:
+    def commit_page(self, job_id: str, number: int, names: Sequence[str], next_token: str | None) -> Page:
         """Count a listed page into the job once; a page already recorded wins over this listing of it.
 
         The page row and the job's new total are one transaction, so a worker dying between them
-        cannot count a page twice or lose it.
+        cannot count a page twice or lose it; two deliveries committing at once both return the row
+        that won.
         """
         keys = sorted({name_key(n) for n in names})
+        last = max(names, default="")
         while True:
             found = self.page(job_id, number)
             if found is not None:
@@ -236,13 +241,16 @@ class Jobs:
             job = self._get(job_id, JOB_ROW)
             if job is None:
                 raise NotFoundError(f"backfill job {job_id!r}", "does not exist")
-            page = {"PartitionKey": job_id, "RowKey": _page_key(number), "count": len(keys),
+            page = {"PartitionKey": job_id, "RowKey": _page_key(number), "count": len(keys), "last": last,
                     "next_token": next_token or "", "next_sent": False, **_hash_properties(keys)}
             job_update = {"PartitionKey": job_id, "RowKey": JOB_ROW, "total": _int64(_value(job["total"]) + len(keys)),
                           "pages": _value(job.get("pages")) + 1, "listed": next_token is None,
                           "listed_at": _now() if next_token is None else ""}
-            if self._transact([("create", page), ("update", job_update, _if_match(job))]):
-                return Page(number, frozenset(keys), next_token, False)
+            try:
+                if self._transact([("create", page), ("update", job_update, _if_match(job))]):
+                    return Page(number, frozenset(keys), next_token, False, last)
+            except _AlreadyCounted:  # another delivery (or our own retried write) recorded it: read it back
+                continue
 
     def mark_next_sent(self, job_id: str, number: int) -> None:
         self._merge({"PartitionKey": job_id, "RowKey": _page_key(number), "next_sent": True})
@@ -283,6 +291,8 @@ class Jobs:
 
     def outcomes(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Every per-blob row of a job (for audits and tests; a million rows is a long read)."""
+        if not valid_job_id(job_id):
+            raise NotFoundError(f"backfill job {job_id!r}", "does not exist")
         yield from self._query(f"PartitionKey eq '{job_id}' and RowKey ge 'blob-' and RowKey lt 'blob.'")
 
     # ------------------------------------------------------------------ plumbing
@@ -366,7 +376,8 @@ def _page_from(number: int, row: Any) -> Page:
         text = str(row[f"h{index}"])
         keys.update(text[i:i + KEY_HEX] for i in range(0, len(text), KEY_HEX))
         index += 1
-    return Page(number, frozenset(keys), str(row.get("next_token") or "") or None, bool(row.get("next_sent")))
+    return Page(number, frozenset(keys), str(row.get("next_token") or "") or None, bool(row.get("next_sent")),
+                str(row.get("last") or ""))
 
 
 def _hash_properties(keys: list[str]) -> dict[str, str]:

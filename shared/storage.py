@@ -21,7 +21,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,13 +110,20 @@ class StorageContext:
     def blob(self, container: str, name: str) -> BlobClient:
         return self.service.get_blob_client(container, name)
 
-    def queue(self, name: str) -> QueueClient:
-        """A client for one queue, with messages in base64 as the Functions host writes and reads them."""
+    def queue(self, name: str, *, raw: bool = False) -> QueueClient:
+        """A client for one queue, with messages in base64 as the Functions host writes and reads them.
+
+        ``raw`` leaves message text as stored: a host stand-in decodes each message itself, so one that is
+        not base64 can be moved aside instead of failing its whole batch.
+        """
         from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 
         with self._lock:
             if self._queues is None:
                 self._queues = _queue_service(self._settings, self.hint, quick=self._quick)
+        if raw:
+            plain: QueueClient = self._queues.get_queue_client(name)
+            return plain
         client: QueueClient = self._queues.get_queue_client(
             name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy())
         return client
@@ -485,15 +492,17 @@ class BlockBlobSink(io.RawIOBase):
     """
 
     def __init__(self, client: BlobClient, settings: Settings, *, replaces: str | None = None,
-                 precommit: Callable[[], None] | None = None) -> None:
+                 precommit: Callable[[], None] | None = None, metadata: Mapping[str, str] | None = None) -> None:
         """``replaces``: the ETag of the output this may overwrite, ``"*"`` for any, ``None`` for none.
 
         The commit is conditional on it, so two runs can never both publish:
         the second finds the output changed and fails with ConflictError.
         ``precommit`` runs just before publishing, to veto a stale result.
+        ``metadata`` is added to what the commit records (a backfill stamps its job id).
         """
         super().__init__()
         self._client = client
+        self._extra = dict(metadata or {})
         self._conditions = _write_conditions(replaces)
         self._precommit = precommit
         self._storage = context(settings)
@@ -524,6 +533,7 @@ class BlockBlobSink(io.RawIOBase):
 
     def commit(self, metadata: dict[str, str], content_type: str = PARQUET_CONTENT_TYPE) -> None:
         """Publish the blob atomically: one upload, or the staged blocks' list."""
+        metadata = {**metadata, **self._extra}
         tail = self._buffer.getvalue()
         settings = ContentSettings(content_type=content_type)
         if self._blocks and tail.size:

@@ -106,6 +106,28 @@ def test_a_message_whose_workers_kept_dying_goes_to_poison_uncalled(queue_name: 
     assert called == []
 
 
+def test_a_message_that_is_not_base64_goes_to_poison_and_its_batch_runs(queue_name: str, run_queue: Any) -> None:
+    storage_for(CONNECTION).queue(queue_name, raw=True).send_message('{"not": "base64"}')
+    _send(queue_name, "one", "two", "three")
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def handler(message: Any) -> None:
+        with lock:
+            seen.append(message.get_body().decode())
+
+    run_queue(handler, QUICK)
+
+    poison = f"{queue_name}-poison"
+    wait_for(lambda: True if sorted(seen) == ["one", "three", "two"] else None, "the three good messages")
+    wait_for(lambda: True if _queue_exists(poison) and _raw_visible(poison) == ['{"not": "base64"}'] else None,
+             "the bad message in the poison queue")
+
+
+def _raw_visible(queue: str) -> list[str]:
+    return [m.content for m in storage_for(CONNECTION).queue(queue, raw=True).peek_messages(max_messages=32)]
+
+
 def _queue_exists(name: str) -> bool:
     try:
         storage_for(CONNECTION).queue(name).get_queue_properties()

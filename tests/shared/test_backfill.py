@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContainerClient
 
-from shared import backfill
+from shared import backfill, blobs
 from shared.backfill import BlobMessage, PageMessage
 from shared.errors import InputError, MissingContainerError
 from shared.jobs import JobStatus
@@ -240,7 +240,8 @@ def test_a_message_that_is_not_ours_is_dropped_in_one_line(backfill_settings: Se
 
 
 def test_messages_read_back_as_written() -> None:
-    page, blob = PageMessage("j", 3, "tok"), BlobMessage("j", "a/b.parquet", dry_run=True)
+    job = "20261126T140003Z-b822b5"
+    page, blob = PageMessage(job, 3, "tok"), BlobMessage(job, "a/b.parquet", dry_run=True)
 
     assert backfill.parse_message(page.text()) == page
     assert backfill.parse_message(blob.text()) == blob
@@ -257,3 +258,63 @@ def _env(settings: Settings) -> dict[str, str]:
         "RECOMPRESS_BACKFILL_BLOB_QUEUE": settings.backfill_blob_queue,
         "RECOMPRESS_BACKFILL_TABLE": settings.backfill_table,
     }
+
+
+def test_a_page_listed_again_after_uploads_into_its_range_still_reaches_every_blob_it_counted(
+        backfill_settings: Settings, inputs: ContainerClient, outputs: ContainerClient) -> None:
+    settings = Settings.from_env({**_env(backfill_settings), "RECOMPRESS_BACKFILL_PAGE_SIZE": "3"})
+    _upload(inputs, ["a", "c", "e", "g"])
+    job = backfill.start(settings, "")
+    [page] = _queued(settings, settings.backfill_list_queue)
+    names, token = backfill.list_page(settings, "", None)  # a first delivery lists and counts [a, c, e] ...
+    backfill.jobs_for(settings).commit_page(job, 0, names, token)  # ... and dies before queueing them
+    _upload(inputs, ["b"])  # an upload into the page's range pushes "e" off the same token's next listing
+
+    backfill.handle(page.content, settings)
+    _drain(settings)
+
+    status = backfill.status(settings, job)
+    assert _counts(status) == ("done", 4, 4, 0, 0, 0, 0)
+    assert {"a", "c", "e", "g"} <= {b.name for b in outputs.list_blobs()}
+
+
+def test_a_blob_published_by_a_delivery_that_died_before_counting_counts_as_written(
+        backfill_settings: Settings, inputs: ContainerClient) -> None:
+    _upload(inputs, ["died/a.parquet"])
+    job = backfill.start(backfill_settings, "died/")
+    [page] = _queued(backfill_settings, backfill_settings.backfill_list_queue)
+    backfill.handle(page.content, backfill_settings)
+    [message] = _queued(backfill_settings, backfill_settings.backfill_blob_queue)
+    source = context(backfill_settings).blob(backfill_settings.input_container, "died/a.parquet")
+    first = blobs.process_blob(source, backfill_settings, metadata={backfill.JOB_KEY: job})  # then it died
+
+    backfill.handle(message.content, backfill_settings)  # the redelivery
+
+    status = backfill.status(backfill_settings, job)
+    assert _counts(status) == ("done", 1, 1, 0, 0, 0, 0)
+    assert (status.bytes_in, status.bytes_out) == (first.bytes_in, first.bytes_out)
+
+
+def test_a_cli_run_that_stops_marks_its_job_failed(backfill_settings: Settings, inputs: ContainerClient) -> None:
+    _upload(inputs, ["stop/a.parquet", "stop/b.parquet"])
+
+    def interrupt(_: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        backfill.run_here(backfill_settings, "stop/", workers=1, on_progress=interrupt)
+
+    [job] = backfill.recent(backfill_settings)
+    assert job.state == "failed"
+    assert "the command-line run stopped" in (job.error or "")
+
+
+def test_a_message_for_no_job_this_app_made_is_dropped(backfill_settings: Settings, inputs: ContainerClient,
+                                                       outputs: ContainerClient,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    _upload(inputs, ["x.parquet"])
+
+    backfill.handle(BlobMessage("x' or PartitionKey ne '", "x.parquet").text(), backfill_settings)
+
+    assert "names no job this app made" in caplog.text
+    assert list(outputs.list_blobs()) == []

@@ -156,7 +156,8 @@ def test_an_address_in_another_account_is_refused_in_one_line_naming_the_setting
 
     assert result.code == 2
     assert result.err_lines == [result.err_lines[0]]
-    assert "account 'lake01'; set ParquetStorage to that account's connection string" in result.err
+    assert "is in https://lake01.blob.core.windows.net; set ParquetStorage to that account's connection string" \
+        in result.err
     assert not (tmp_path / "o.parquet").exists()
 
 

@@ -106,7 +106,7 @@ def test_a_page_of_five_thousand_names_is_recorded_whole(jobs: Jobs) -> None:
 def test_a_listing_that_failed_for_good_fails_the_job_with_its_reason(jobs: Jobs) -> None:
     job = _new(jobs)
 
-    jobs.fail_listing(job, "listing page 3 failed on every delivery")
+    jobs.fail(job, "listing page 3 failed on every delivery")
 
     status = jobs.status(job)
     assert (status.state, status.error) == ("failed", "listing page 3 failed on every delivery")
@@ -164,3 +164,17 @@ def test_counters_are_spread_over_shards(jobs: Jobs) -> None:
 
     assert len(used) > 1, "every outcome landed on one counter row: a hot spot"
     assert len(list(jobs._query(f"PartitionKey eq '{job}' and RowKey ge 'count-' and RowKey lt 'count.'"))) == SHARDS
+
+
+def test_two_deliveries_committing_one_page_at_once_both_get_the_recorded_page(
+        jobs: Jobs, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = _new(jobs)
+    recorded = jobs.commit_page(job, 0, ["p/a"], None)
+    real_page = jobs.page
+    looks = iter([None])  # the loser read "no page yet" just before the winner's commit landed
+    monkeypatch.setattr(jobs, "page", lambda j, n: next(looks, None) or real_page(j, n))
+
+    loser = jobs.commit_page(job, 0, ["p/a", "p/b"], None)
+
+    assert loser == recorded
+    assert jobs.status(job).total == 1
