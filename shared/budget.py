@@ -1,0 +1,107 @@
+"""One file's memory budget in bytes: how it is shared between the stages of a re-encode, and the peak in use.
+
+Re-encode holds decoded rows in three places at once: batches decoded ahead of
+the encoder, the rows gathering into the next output row group, and the parts
+being encoded and proven on the worker threads. Counting rows would let a wide
+or nested table take ten times the memory of a narrow one, so every stage is
+given a share of one byte budget, and what is held is counted by Arrow's own
+``nbytes``. The shares are fixed fractions of the budget and never depend on
+the number of workers, so the output's row groups (hence its bytes) are the
+same whatever the thread count.
+
+This module only counts; it never allocates, reads or writes data.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+#: Smallest budget an engine is given, whatever the settings leave after the sink's share: below this,
+#: parts would be a few rows each and the per-part cost (a footer, a writer) would dominate.
+MIN_ENGINE_BUDGET = 16 * 1024**2
+#: The decode look-ahead's share: enough batches that decoding never waits on a busy encoder for long.
+AHEAD_SHARE = 8
+#: An output row group's decoded bytes are at most 1/ROW_GROUP_SHARE of the budget. One group gathers while
+#: up to two are in flight, each costing its rows plus its encoded part and the proof's batch (about 1.3x
+#: its rows): 1 + 2 * 1.3 = 3.6 groups, plus the 1/8 look-ahead, stays under the budget at 5.
+ROW_GROUP_SHARE = 5
+#: What a part in flight costs, as a multiple of its decoded rows: the rows, the encoded part (compressed,
+#: well under a third of the rows on every bench input) and one decoded batch of the proof.
+PART_COST = 1.3
+
+
+@dataclass(frozen=True)
+class Shares:
+    """The budget split into what each stage may hold."""
+
+    total: int
+    ahead: int
+    row_group: int
+
+    @classmethod
+    def of(cls, budget: int) -> Shares:
+        budget = max(budget, MIN_ENGINE_BUDGET)
+        return cls(budget, budget // AHEAD_SHARE, budget // ROW_GROUP_SHARE)
+
+    def part_cost(self, rows_bytes: int) -> int:
+        """What one part in flight is charged: its rows, its encoded bytes and its proof's batch."""
+        return int(rows_bytes * PART_COST)
+
+
+class Ledger:
+    """Bytes held right now by each stage, and the peak of their sum. Thread-safe.
+
+    The decoder thread waits in :meth:`wait_for_room` before taking more; the
+    other stages check :meth:`room` and make room themselves (the encoder by
+    appending its oldest part), so nothing ever waits on a thread that waits
+    on it.
+    """
+
+    def __init__(self, shares: Shares) -> None:
+        self.shares = shares
+        self._held: dict[str, int] = {}
+        self._total = 0
+        self.peak = 0
+        self._changed = threading.Condition()
+        self._stopped = False
+
+    @property
+    def held(self) -> int:
+        with self._changed:
+            return self._total
+
+    def stage(self, name: str) -> int:
+        with self._changed:
+            return self._held.get(name, 0)
+
+    def take(self, name: str, count: int) -> None:
+        """Count ``count`` more bytes as held by stage ``name``."""
+        with self._changed:
+            self._held[name] = self._held.get(name, 0) + count
+            self._total += count
+            self.peak = max(self.peak, self._total)
+
+    def give_back(self, name: str, count: int) -> None:
+        """Count ``count`` bytes of stage ``name`` as released; wakes a waiting decoder."""
+        with self._changed:
+            self._held[name] = self._held.get(name, 0) - count
+            self._total -= count
+            self._changed.notify_all()
+
+    def wait_for_room(self, name: str, count: int, limit: int) -> bool:
+        """Block until stage ``name`` holds nothing or can take ``count`` within ``limit``; False once stopped.
+
+        A stage holding nothing always gets its item, so one item larger than
+        the share (a single huge batch) still moves rather than deadlocking.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: self._stopped or self._held.get(name, 0) == 0
+                                   or self._held.get(name, 0) + count <= limit)
+            return not self._stopped
+
+    def stop(self) -> None:
+        """Release every waiter for good: the run ended (or failed) and nobody will take more."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
