@@ -9,7 +9,7 @@ given a share of one byte budget, and what is held is counted by Arrow's own
 the number of workers, so the output's row groups (hence its bytes) are the
 same whatever the thread count.
 
-This module only counts; it never allocates, reads or writes data.
+This module only counts (and sizes by a schema); it never allocates, reads or writes data.
 """
 
 from __future__ import annotations
@@ -17,18 +17,33 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 #: Smallest budget an engine is given, whatever the settings leave after the sink's share: below this,
 #: parts would be a few rows each and the per-part cost (a footer, a writer) would dominate.
 MIN_ENGINE_BUDGET = 16 * 1024**2
 #: The decode look-ahead's share: enough batches that decoding never waits on a busy encoder for long.
 AHEAD_SHARE = 8
-#: An output row group's decoded bytes are at most 1/ROW_GROUP_SHARE of the budget. One group gathers while
-#: up to two are in flight, each costing its rows plus its encoded part and the proof's batch (about 1.3x
-#: its rows): 1 + 2 * 1.3 = 3.6 groups, plus the 1/8 look-ahead, stays under the budget at 5.
-ROW_GROUP_SHARE = 5
-#: What a part in flight costs, as a multiple of its decoded rows: the rows, the encoded part (compressed,
-#: well under a third of the rows on every bench input) and one decoded batch of the proof.
-PART_COST = 1.3
+#: Of the budget, what output row groups are sized from: the rest is the look-ahead (1/8) and the input
+#: row group being decoded (left 1/8 here; its real size is counted as it is read).
+GROUPS_SHARE = 0.75
+#: Parts in flight the row groups are sized for: the two cores of the machine the defaults were measured on.
+PARTS_SIZED_FOR = 2
+#: What a part in flight costs, as a multiple of its decoded rows, for flat columns: the rows, the writer's
+#: pages and encoded part (0.33-0.4x the rows on the bench's mixed table), then the proof, whose column
+#: readers each hold a decompressed page, for a part's short chunks all of them at once.
+FLAT_COST = 2.0
+#: The same for nested columns (lists, structs, maps), measured by RSS on the bench's nested table: writing a
+#: 25.7 MB part took 68 MB more (repetition and definition levels for every leaf value), proving it 43 MB.
+NESTED_COST = 5.0
+
+
+def cost_factor(schema: pa.Schema) -> float:
+    """What a part of this schema costs per byte of rows: FLAT_COST, rising to NESTED_COST as columns nest."""
+    if len(schema) == 0:
+        return FLAT_COST
+    nested = sum(1 for column in schema if pa.types.is_nested(column.type))
+    return FLAT_COST + (NESTED_COST - FLAT_COST) * nested / len(schema)
 
 
 @dataclass(frozen=True)
@@ -37,16 +52,20 @@ class Shares:
 
     total: int
     ahead: int
-    row_group: int
 
     @classmethod
     def of(cls, budget: int) -> Shares:
         budget = max(budget, MIN_ENGINE_BUDGET)
-        return cls(budget, budget // AHEAD_SHARE, budget // ROW_GROUP_SHARE)
+        return cls(budget, budget // AHEAD_SHARE)
 
-    def part_cost(self, rows_bytes: int) -> int:
-        """What one part in flight is charged: its rows, its encoded bytes and its proof's batch."""
-        return int(rows_bytes * PART_COST)
+    def group_bytes(self, factor: float) -> int:
+        """An output row group's decoded bytes, at most: one gathering and PARTS_SIZED_FOR in flight fit."""
+        return int(self.total * GROUPS_SHARE / (1 + PARTS_SIZED_FOR * factor))
+
+    @staticmethod
+    def part_cost(rows_bytes: int, factor: float) -> int:
+        """What one part in flight is charged: its rows, its writer and encoded bytes, and its proof."""
+        return int(rows_bytes * factor)
 
 
 class Ledger:

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared import encodings, readers
-from shared.budget import Ledger, Shares
+from shared.budget import Ledger, Shares, cost_factor
 from shared.errors import (
     DamagedError,
     NotParquetError,
@@ -82,18 +82,24 @@ class Options:
     staged_bytes: int = 0
 
 
+#: How long jemalloc keeps freed pages before handing them back to the OS. At 0, every part's buffers were
+#: faulted in afresh: a re-encode of the bench's mixed table spent 1.25 s of system time (of 5.2 s CPU); at
+#: 50 ms, 0.43 s, for 11 MB more peak RSS (513 against 502 MB); exact mode's RSS and time did not move.
+DECAY_MS = 50
+
+
 def release_memory_promptly() -> None:
-    """Use jemalloc and hand freed memory back to the OS at once.
+    """Use jemalloc and hand freed memory back to the OS soon (after DECAY_MS).
 
     Arrow's default allocator keeps freed pages for reuse, so a process that
-    recompressed one big file stays big; with jemalloc and no decay delay the
+    recompressed one big file stays big; with jemalloc and a short decay the
     peak RSS of a run measured about 80 MB lower (bench/results.md). Process
     wide, so the CLI and the function app call it once at start-up.
     """
     with contextlib.suppress(NotImplementedError, pa.ArrowException):  # builds without jemalloc
         pool = pa.jemalloc_memory_pool()
         pa.set_memory_pool(pool)
-        pa.jemalloc_set_decay_ms(0)
+        pa.jemalloc_set_decay_ms(DECAY_MS)
 
 
 def describe(exc: BaseException) -> str:
@@ -201,7 +207,8 @@ def recompress(
                                                                _page_versions(input_footer, source, name)),
                              input_schema=parquet.schema, pool=pool, ledger=ledger)
         try:
-            rows_read = _feed(writer, parquet, columns, declared, options, deadline, progress, name)
+            rows_read = _feed(writer, parquet, columns, declared, options, deadline, progress, name,
+                              _decode_bytes(input_footer, columns))
             writer.close()
         finally:
             writer.cancel()
@@ -217,10 +224,11 @@ def recompress(
 
 
 def _feed(writer: _PartWriter, parquet: pq.ParquetFile, columns: list[str] | None, declared: list[int],
-          options: Options, deadline: Deadline | None, progress: Progress | None, name: str) -> int:
+          options: Options, deadline: Deadline | None, progress: Progress | None, name: str,
+          input_bytes: list[int]) -> int:
     """Hand every decoded (and transformed) row to the writer, in order; return the rows read."""
     rows_read = 0
-    for table in _checked_groups(parquet, columns, declared, name, writer.ledger):
+    for table in _checked_groups(parquet, columns, declared, name, writer.ledger, input_bytes):
         if deadline is not None:
             deadline.check()
         rows_read += table.num_rows
@@ -486,9 +494,12 @@ BATCH_BYTES = 4 * 1024**2
 _DONE = object()
 
 
-def group_bytes(memory_budget: int) -> int:
-    """Decoded bytes at which an output row group ends short of its row count, under ``memory_budget``."""
-    return min(ROW_GROUP_BYTES, Shares.of(memory_budget).row_group)
+def group_bytes(memory_budget: int, schema: pa.Schema) -> int:
+    """Decoded bytes at which an output row group of ``schema`` ends short of its row count, under ``memory_budget``.
+
+    A function of the budget and the schema only, never of the worker count, so the bytes written are too.
+    """
+    return min(ROW_GROUP_BYTES, Shares.of(memory_budget).group_bytes(cost_factor(schema)))
 
 
 @dataclass(frozen=True)
@@ -499,11 +510,48 @@ class _GroupEnd:
     rows: int
 
 
+def _decode_bytes(meta: footer.FileMeta, columns: list[str] | None) -> list[int]:
+    """What decoding each input row group holds, from its footer: its stored bytes and their decompressed size.
+
+    ``pre_buffer`` holds the group's stored column chunks, and each column's
+    reader its current page decompressed; writers cut pages at about 1 MB, so
+    a 100,000-row group of 200 columns is one page per column, all of them
+    decompressed at once: decoding the bench's wide table alone took 210 MB
+    of RSS for groups of 60 MB stored, 67 MB decompressed. From the app's own
+    footer parse (pyarrow's column metadata aborts on some crafted footers);
+    a negative size, which the decoder refuses anyway, counts as nothing.
+    """
+    wanted = None if columns is None else {name.encode() for name in columns}
+    sizes = []
+    for group in meta.row_groups:
+        total = 0
+        for chunk in group.columns:
+            column = chunk.meta_data
+            if column is not None and (wanted is None or _top_name(column) in wanted):
+                total += _stored_and_plain(column)
+        sizes.append(total)
+    return sizes
+
+
+def _stored_and_plain(column: footer.ColumnMeta) -> int:
+    """A chunk's stored plus decompressed size; nothing when the footer lacks either (pyarrow refuses it)."""
+    try:
+        return max(column.total_compressed_size, 0) + max(column.total_uncompressed_size, 0)
+    except thrift.ThriftError:
+        return 0
+
+
+def _top_name(column: footer.ColumnMeta) -> bytes:
+    path = column.tree.get_list(footer.CM_PATH)
+    first = path.items[0] if path is not None and path.items else b""
+    return first if isinstance(first, bytes) else b""
+
+
 def _checked_groups(parquet: pq.ParquetFile, columns: list[str] | None, declared: list[int],
-                    name: str, ledger: Ledger) -> Iterator[pa.Table]:
+                    name: str, ledger: Ledger, input_bytes: list[int]) -> Iterator[pa.Table]:
     """The file's rows in order, each input row group's decoded rows checked against its declared count."""
     seen = 0
-    for item in _decoded(parquet, columns, name, ledger):
+    for item in _decoded(parquet, columns, name, ledger, input_bytes):
         if isinstance(item, _GroupEnd):
             check_group_rows(name, item.index, declared[item.index], item.rows)
             seen += 1
@@ -514,14 +562,15 @@ def _checked_groups(parquet: pq.ParquetFile, columns: list[str] | None, declared
 
 
 def _decoded(parquet: pq.ParquetFile, columns: list[str] | None, name: str,
-             ledger: Ledger) -> Iterator[pa.Table | _GroupEnd]:
+             ledger: Ledger, input_bytes: list[int]) -> Iterator[pa.Table | _GroupEnd]:
     """Yield the file's rows in order, in batches decoded by a helper thread.
 
     Decoding and encoding both release the GIL, so the decoder runs ahead of
     the encoder, by at most the budget's look-ahead share in bytes (a wide
     row's batches count for what they hold, not for their number). Row groups
     are read one at a time (``pre_buffer`` then fetches one group's ranges,
-    from a blob as from a file, on this thread, ahead of the encoder).
+    from a blob as from a file, on this thread, ahead of the encoder), and the
+    group's stored bytes count as held ("input") while it is decoded.
     """
     if parquet.metadata.num_row_groups == 0:
         return
@@ -541,10 +590,14 @@ def _decoded(parquet: pq.ParquetFile, columns: list[str] | None, name: str,
         try:
             for index in range(parquet.metadata.num_row_groups):
                 rows = 0
-                for batch in _group_batches(parquet, index, columns, name, batch_rows):
-                    rows += batch.num_rows
-                    if not put(batch):
-                        return
+                ledger.take("input", input_bytes[index])
+                try:
+                    for batch in _group_batches(parquet, index, columns, name, batch_rows):
+                        rows += batch.num_rows
+                        if not put(batch):
+                            return
+                finally:
+                    ledger.give_back("input", input_bytes[index])
                 ahead.put(_GroupEnd(index, rows))
             ahead.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -679,7 +732,8 @@ class _PartWriter:
     @property
     def group_bytes(self) -> int:
         """Decoded bytes at which an output row group ends even short of its row count."""
-        return group_bytes(self.ledger.shares.total)
+        assert self.schema is not None
+        return group_bytes(self.ledger.shares.total, self.schema)
 
     def add(self, table: pa.Table) -> None:
         if self.schema is None:
@@ -729,9 +783,10 @@ class _PartWriter:
         """Encode and prove a part on the pool, once the budget and the worker count leave room for it."""
         if self.plan is None:
             self.plan = self._choose_plan(table)
-        cost = self.ledger.shares.part_cost(table.nbytes)
         shares = self.ledger.shares
-        room = shares.total - shares.ahead - self.group_bytes - self.ledger.stage("staged")
+        cost = shares.part_cost(table.nbytes, cost_factor(table.schema))
+        room = (shares.total - shares.ahead - self.group_bytes - self.ledger.stage("staged")
+                - self.ledger.stage("input"))
         while self._in_flight and (len(self._in_flight) >= max(1, self.options.workers)
                                    or self.ledger.stage("parts") + cost > room):
             self._append_oldest()
