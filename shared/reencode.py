@@ -511,12 +511,12 @@ BATCH_BYTES = 4 * 1024**2
 _DONE = object()
 
 
-def group_bytes(memory_budget: int, schema: pa.Schema) -> int:
-    """Decoded bytes at which an output row group of ``schema`` ends short of its row count, under ``memory_budget``.
+def group_bytes(memory_budget: int) -> int:
+    """Decoded bytes at which an output row group ends short of its row count, under ``memory_budget``.
 
-    A function of the budget and the schema only, never of the worker count, so the bytes written are too.
+    A function of the budget only, never of the worker count, so the bytes written are too.
     """
-    return min(ROW_GROUP_BYTES, Shares.of(memory_budget).group_bytes(cost_factor(schema)))
+    return min(ROW_GROUP_BYTES, Shares.of(memory_budget).group_bytes())
 
 
 @dataclass(frozen=True)
@@ -749,8 +749,7 @@ class _PartWriter:
     @property
     def group_bytes(self) -> int:
         """Decoded bytes at which an output row group ends even short of its row count."""
-        assert self.schema is not None
-        return group_bytes(self.ledger.shares.total, self.schema)
+        return group_bytes(self.options.memory_budget)
 
     def add(self, table: pa.Table) -> None:
         if self.schema is None:
@@ -874,13 +873,17 @@ def _done(work: Callable[..., pa.Buffer], *args: Any) -> Future[pa.Buffer]:
     return future
 
 
+def part_options(level: int, layout: Layout, plan: encodings.Plan, page_version: str = readers.V1) -> dict[str, Any]:
+    """The ``ParquetWriter`` options of every part of a file: one shape, decided once, whatever the part."""
+    return {"compression": CODEC, "compression_level": level, "data_page_version": page_version,
+            "write_statistics": True, **layout.writer_options(), **plan.writer_options()}
+
+
 def encode_part(table: pa.Table, level: int, layout: Layout, plan: encodings.Plan,
                 page_version: str = readers.V1) -> pa.Buffer:
     """One output row group as a complete Parquet file in memory (no row group at all for no rows)."""
     stream = pa.BufferOutputStream()
-    writer = pq.ParquetWriter(stream, table.schema, compression=CODEC, compression_level=level,
-                              data_page_version=page_version,
-                              write_statistics=True, **layout.writer_options(), **plan.writer_options())
+    writer = pq.ParquetWriter(stream, table.schema, **part_options(level, layout, plan, page_version))
     try:
         if table.num_rows:
             writer.write_table(table, row_group_size=table.num_rows)
@@ -906,6 +909,9 @@ def prove_part(part: pa.Buffer, expected: pa.Table, read_options: dict[str, Any]
     """
     try:
         parquet = pq.ParquetFile(pa.BufferReader(part), **read_options)
+        if parquet.metadata.num_rows != expected.num_rows:  # said first: a missing row shifts every value after it
+            raise PartMismatchError(name, f"output row group {index} decodes to {parquet.metadata.num_rows} rows, "
+                                          f"expected {expected.num_rows} (check: part rows)")
         if values and _fields(parquet.schema_arrow) != _fields(expected.schema):
             raise PartMismatchError(name, f"output row group {index} decodes with schema "
                                           f"{_fields(parquet.schema_arrow)}, expected {_fields(expected.schema)} "
