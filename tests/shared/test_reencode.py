@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared import reencode as engine
+from shared.encodings import Plan
 from shared.errors import NotParquetError, OptionError, PartMismatchError, UnsupportedError, VerificationError
 from shared.parquet import footer, thrift
 from shared.parquet.assembly import Assembler
@@ -642,14 +643,14 @@ def test_list_and_map_groups_keep_their_names_in_the_schema_and_in_every_chunk_p
 
 #: Writer options the engine's parts use, each case with the table it is tried on: (plan, page version, extra).
 _PART_CASES = {
-    "dictionary-v1": (engine.encodings.Plan(), "1.0", {}),
-    "delta-v1": (engine.encodings.Plan(["flag"], {"id": "DELTA_BINARY_PACKED", "name": "DELTA_BYTE_ARRAY",
+    "dictionary-v1": (Plan(), "1.0", {}),
+    "delta-v1": (Plan(["flag"], {"id": "DELTA_BINARY_PACKED", "name": "DELTA_BYTE_ARRAY",
                                                   "x": "PLAIN", "text": "DELTA_LENGTH_BYTE_ARRAY"}), "1.0", {}),
-    "byte-stream-split-v2": (engine.encodings.Plan(["id", "name", "flag", "text"], {"x": "BYTE_STREAM_SPLIT"}),
+    "byte-stream-split-v2": (Plan(["id", "name", "flag", "text"], {"x": "BYTE_STREAM_SPLIT"}),
                              "2.0", {}),
-    "dictionary-v2": (engine.encodings.Plan(), "2.0", {}),
-    "page-index": (engine.encodings.Plan(), "1.0", {"write_page_index": True}),
-    "no-statistics": (engine.encodings.Plan(), "1.0", {"write_statistics": False}),
+    "dictionary-v2": (Plan(), "2.0", {}),
+    "page-index": (Plan(), "1.0", {"write_page_index": True}),
+    "no-statistics": (Plan(), "1.0", {"write_statistics": False}),
 }
 
 
