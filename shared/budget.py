@@ -30,9 +30,8 @@ MIN_ENGINE_BUDGET = 16 * 1024**2
 COUNTED_SHARE = 2
 #: The decode look-ahead's share: enough batches that decoding never waits on a busy encoder for long.
 AHEAD_SHARE = 8
-#: Of the budget, what output row groups are sized from: the rest is the look-ahead (1/8) and the input
-#: row group being decoded (left 1/8 here; its real size is counted as it is read).
-GROUPS_SHARE = 0.75
+#: Smallest decoded size an output row group is cut at, however little the budget leaves for groups.
+MIN_GROUP_BYTES = 4 * 1024**2
 #: Parts in flight the row groups are sized for: the two cores of the machine the defaults were measured on.
 PARTS_SIZED_FOR = 2
 #: What a part in flight costs, as a multiple of its decoded rows, for flat columns: the rows, the writer's
@@ -66,14 +65,17 @@ class Shares:
         counted = max(budget // COUNTED_SHARE, MIN_ENGINE_BUDGET)
         return cls(counted, counted // AHEAD_SHARE)
 
-    def group_bytes(self) -> int:
-        """An output row group's decoded bytes, at most: one gathering and PARTS_SIZED_FOR flat parts in flight fit.
+    def group_bytes(self, input_group: int) -> int:
+        """An output row group's decoded bytes, at most, when decoding one input group holds ``input_group``.
 
-        Sized for flat columns whatever the schema: nested parts cost more, and
-        the ledger lets fewer of them run at once rather than cut their row
-        groups small (halving the bench's nested groups grew its output 13 %).
+        What the look-ahead and the largest input group being decoded leave is
+        shared by one group gathering and PARTS_SIZED_FOR in flight. Sized for
+        flat columns whatever the schema: nested parts cost more, and the
+        ledger lets fewer of them run at once rather than cut their row groups
+        small (halving the bench's nested groups grew its output 13 %).
         """
-        return int(self.total * GROUPS_SHARE / (1 + PARTS_SIZED_FOR * FLAT_COST))
+        free = self.total - self.ahead - input_group
+        return max(MIN_GROUP_BYTES, int(free / (1 + PARTS_SIZED_FOR * FLAT_COST)))
 
     @staticmethod
     def part_cost(rows_bytes: int, factor: float) -> int:

@@ -69,7 +69,8 @@ def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str,
     if obstacle is not None:
         return Choice("exact", f"exact: {obstacle}")
     groups = parquet.metadata.num_row_groups
-    target = coalesced_groups(parquet.metadata, row_group_size, reencode.group_bytes(memory_budget))
+    largest = max(reencode.decode_bytes(footer), default=0)
+    target = coalesced_groups(parquet.metadata, row_group_size, reencode.group_bytes(memory_budget, largest))
     shape = "" if target == groups else f"; {'coalesces' if target < groups else 'splits'} {groups} row groups " \
                                         f"into {target}"
     return Choice("reencode", f"reencode: provably identical, encodings chosen per column{shape}")

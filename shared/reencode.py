@@ -199,16 +199,17 @@ def recompress(
         input_footer = footer.read_footer(_random_access(source), name).meta
     ledger = Ledger(Shares.of(options.memory_budget))
     ledger.take("staged", options.staged_bytes)
+    input_bytes = decode_bytes(input_footer, columns)
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="reencode") as pool:
         writer = _PartWriter(assembler, options, layout,
                              readers.allowed(options.readers, _input_encodings(input_footer)),
                              read_options, name, prove_values=options.transform is None,
                              page_version=readers.page_version(options.readers,
                                                                _page_versions(input_footer, source, name)),
-                             input_schema=parquet.schema, pool=pool, ledger=ledger)
+                             input_schema=parquet.schema, pool=pool, ledger=ledger,
+                             largest_input=max(input_bytes, default=0))
         try:
-            rows_read = _feed(writer, parquet, columns, declared, options, deadline, progress, name,
-                              _decode_bytes(input_footer, columns))
+            rows_read = _feed(writer, parquet, columns, declared, options, deadline, progress, name, input_bytes)
             writer.close()
         finally:
             writer.cancel()
@@ -511,12 +512,14 @@ BATCH_BYTES = 4 * 1024**2
 _DONE = object()
 
 
-def group_bytes(memory_budget: int) -> int:
-    """Decoded bytes at which an output row group ends short of its row count, under ``memory_budget``.
+def group_bytes(memory_budget: int, input_group: int = 0) -> int:
+    """Decoded bytes at which an output row group ends short of its row count.
 
-    A function of the budget only, never of the worker count, so the bytes written are too.
+    A function of the budget and the input's largest row group (what
+    decoding it holds, :func:`decode_bytes`) only, never of the worker count
+    or the destination, so neither are the bytes written.
     """
-    return min(ROW_GROUP_BYTES, Shares.of(memory_budget).group_bytes())
+    return min(ROW_GROUP_BYTES, Shares.of(memory_budget).group_bytes(input_group))
 
 
 @dataclass(frozen=True)
@@ -527,7 +530,7 @@ class _GroupEnd:
     rows: int
 
 
-def _decode_bytes(meta: footer.FileMeta, columns: list[str] | None) -> list[int]:
+def decode_bytes(meta: footer.FileMeta, columns: list[str] | None = None) -> list[int]:
     """What decoding each input row group holds, from its footer: its stored bytes and their decompressed size.
 
     ``pre_buffer`` holds the group's stored column chunks, and each column's
@@ -732,6 +735,8 @@ class _PartWriter:
     input_schema: pq.ParquetSchema | None = None
     pool: ThreadPoolExecutor | None = None
     ledger: Ledger = field(default_factory=lambda: Ledger(Shares.of(Options.memory_budget)))
+    #: What decoding the input's largest row group holds (:func:`decode_bytes`): groups are sized around it.
+    largest_input: int = 0
     schema: pa.Schema | None = None
     plan: encodings.Plan | None = None
     rows_written: int = 0
@@ -749,7 +754,7 @@ class _PartWriter:
     @property
     def group_bytes(self) -> int:
         """Decoded bytes at which an output row group ends even short of its row count."""
-        return group_bytes(self.options.memory_budget)
+        return group_bytes(self.options.memory_budget, self.largest_input)
 
     def add(self, table: pa.Table) -> None:
         if self.schema is None:

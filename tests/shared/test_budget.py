@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.budget import FLAT_COST, NESTED_COST, Ledger, Shares, cost_factor
+from shared.budget import FLAT_COST, MIN_GROUP_BYTES, NESTED_COST, Ledger, Shares, cost_factor
 from tests.helpers import app_free_env, measure_peak
 
 MIB = 1024**2
@@ -80,7 +80,9 @@ def test_half_the_budget_is_counted_and_row_groups_are_a_share_of_it() -> None:
 
     assert shares.total == 256 * MIB
     assert shares.ahead == 32 * MIB
-    assert 2 * FLAT_COST * shares.group_bytes() + shares.group_bytes() + shares.ahead < shares.total
+    group = shares.group_bytes(input_group=40 * MIB)
+    assert 2 * FLAT_COST * group + group + shares.ahead + 40 * MIB <= shares.total, "two flat parts fit in flight"
+    assert shares.group_bytes(input_group=10**12) == MIN_GROUP_BYTES
 
 
 @pytest.mark.parametrize(("schema", "factor"), [
