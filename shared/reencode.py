@@ -449,6 +449,7 @@ def policy_problem(part: pa.Buffer, allowed: readers.Allowed, page_version: str)
 
 def _chunk_problem(source: pa.BufferReader, column: pq.ColumnChunkMetaData, allowed: readers.Allowed,
                    page_version: str) -> str | None:
+    """What the policy forbids in one chunk of a part: an encoding it lists, or its first data page's version."""
     path = column.path_in_schema
     extra = sorted(set(column.encodings) - allowed.written_ok(path))
     if extra:
@@ -589,8 +590,9 @@ def _decoded(parquet: pq.ParquetFile, columns: list[str] | None, name: str,
     the encoder, by at most the budget's look-ahead share in bytes (a wide
     row's batches count for what they hold, not for their number). Row groups
     are read one at a time (``pre_buffer`` then fetches one group's ranges,
-    from a blob as from a file, on this thread, ahead of the encoder), and the
-    group's stored bytes count as held ("input") while it is decoded.
+    from a blob as from a file, on this thread, ahead of the encoder), and
+    what decoding the group holds (:func:`decode_bytes`) counts as "input"
+    while it is decoded.
     """
     if parquet.metadata.num_row_groups == 0:
         return
@@ -812,9 +814,8 @@ class _PartWriter:
                                    or self.ledger.stage("parts") + cost > room):
             self._append_oldest()
         self.ledger.take("parts", cost)
-        index, plan = self.parts, self.plan
-        future = (self.pool.submit(self._make_part, table, index, plan) if self.pool is not None
-                  else _done(self._make_part, table, index, plan))
+        assert self.pool is not None, "recompress gives every writer its pool"
+        future = self.pool.submit(self._make_part, table, self.parts, self.plan)
         self._in_flight.append(_InFlight(future, rows, cost))
         self.parts += 1
 
@@ -866,16 +867,6 @@ class _PartWriter:
             return encodings.Plan()
         return encodings.choose(sample, self.options.level, int96=self.layout.int96, allowed=self.allowed,
                                 page_version=self.page_version)
-
-
-def _done(work: Callable[..., pa.Buffer], *args: Any) -> Future[pa.Buffer]:
-    """Run ``work`` now, as a finished future (no pool: the caller's own thread does the work)."""
-    future: Future[pa.Buffer] = Future()
-    try:
-        future.set_result(work(*args))
-    except BaseException as exc:
-        future.set_exception(exc)
-    return future
 
 
 def part_options(level: int, layout: Layout, plan: encodings.Plan, page_version: str = readers.V1) -> dict[str, Any]:
