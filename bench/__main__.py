@@ -10,6 +10,7 @@ selected.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -17,12 +18,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import DATA, RESULTS_MD, RESULTS_PNG, chart, datagen, document, local, ways
+from bench import BENCH, DATA, RESULTS_MD, RESULTS_PNG, chart, datagen, document, local, ways
 from bench.local import run_local
 from bench.machine import CpuTimes, interference
+from bench.measure import run_child
 from bench.report import tables, text
 from bench.results import Run, Section
-from bench.targets import MAIN_INPUT
+from bench.targets import MAIN_INPUT, judge, missed_inputs
 
 #: The engines whose zstd level is swept, and whose memory is checked against input size: both modes.
 SWEEP_WAYS = LARGE_WAYS = (ways.EXACT, ways.REENCODE)
@@ -87,6 +89,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--retries", type=int, default=local.RETRIES,
                         help=f"reruns of a disturbed run, each after waiting up to 20 s for quiet (default "
                              f"{local.RETRIES}; lower it when the machine is never quiet, and read the notes)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="don't profile re-encode's phases on inputs where one of its targets is missed")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: one repeat, no blob comparison, no level sweep (figures not for keeping)")
     args = parser.parse_args(argv)
@@ -138,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not on_mixed:
         run.notes.append(f"The blob, level and memory sections use the {MAIN_INPUT} input, which --only left out.")
     run.notes.extend(_failures(run))
+    if not args.no_profile:
+        _profile_misses(run, app_root)
     run.total_s = time.perf_counter() - started
     run.interference = interference(cpu_at_start, CpuTimes.now())
 
@@ -172,6 +178,21 @@ def _failures(run: Run) -> list[str]:
                          f"{run.retries} retr{'y' if run.retries == 1 else 'ies'} (their wall times are less sure; "
                          f"CPU, RSS and bytes much less affected): " + ", ".join(disturbed))
     return notes
+
+
+def _profile_misses(run: Run, app_root: Path) -> None:
+    """For each input where a re-encode target is missed, measure where its CPU goes (``bench/phases.py``)."""
+    for name in missed_inputs(judge(run)):
+        spec = datagen.SPECS.get(name)
+        if spec is None:
+            continue
+        log(f"profiling re-encode's phases on {name} (a target is missed there)")
+        env = {**ways.app(root=app_root).env(), "PYTHONPATH": str(app_root)}
+        child = run_child([sys.executable, str(BENCH / "phases.py"), str(spec.path)], env=env, cwd=app_root)
+        try:
+            run.profiles[name] = {**json.loads(child.stdout.strip().splitlines()[-1]), "rss_bytes": child.rss_bytes}
+        except (ValueError, IndexError):
+            run.notes.append(f"Profiling re-encode on {name} failed: {child.stderr.strip()[-300:]}")
 
 
 def _blob(run: Run, repeats: int, app_root: Path) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from bench.results import Run, metric
 from bench.targets import LOCAL_TARGETS, MAIN_INPUT
-from bench.ways import APP, EXACT, EXACT_PAGES, REENCODE, TARGET_PEERS
+from bench.ways import APP, EXACT, EXACT_PAGES, REENCODE, REENCODE_MODERN, TARGET_PEERS
 
 PEER_COLOUR, TARGET_COLOUR = "#7570b3", "#1b9e77"
-APP_COLOURS = {APP: "#d95f02", EXACT: "#e6ab02", EXACT_PAGES: "#a6761d", REENCODE: "#e7298a"}
+APP_COLOURS = {APP: "#d95f02", EXACT: "#e6ab02", EXACT_PAGES: "#a6761d", REENCODE: "#e7298a",
+               REENCODE_MODERN: "#66a61e"}
 PANELS = (("wall_s", "wall s", 1.0), ("rss_bytes", "peak RSS MB", 1e6), ("out_bytes", "output MB", 1e6))
 
 

@@ -29,17 +29,26 @@ MB = 10⁶ bytes. A run during which the rest of the machine used more than 0.25
 attempt is kept.
 
 Ways: the app is `python -m shared recompress SRC DST --json`, run from a copy of `shared/` taken when the run
-started (the commit below, plus any uncommitted changes it had then), four ways: **app** at its default settings
-(auto: exact unless re-encoding is provably identical and changes the row groups; the mode it ran is read from its
+started (the commit below, plus any uncommitted changes it had then), five ways: **app** at its default settings
+(auto: exact unless re-encoding is provably identical; the mode it ran is read from its
 `--json` report and shown in the `mode` column), **app-exact** (`--mode exact`, full proof: every value decoded),
-**app-exact-pages** (`--mode exact --verify pages`: page bytes, footer and counts checked, no decoding) and
-**app-reencode** (`--mode reencode`), each at its mode's default zstd level (exact 3, re-encode 1). **notes** is
+**app-exact-pages** (`--mode exact --verify pages`: page bytes, footer and counts checked, no decoding),
+**app-reencode** (`--mode reencode`, the default reader policy `input`) and **app-reencode-modern**
+(`--mode reencode --readers modern`), each at its mode's default zstd level (1 for both), with the default
+`RECOMPRESS_WORKERS` (the usable cores) and `RECOMPRESS_MEMORY_BUDGET` (512 MiB). **notes** is
 BytesIO → `pandas.read_parquet` → `pa.Table.from_pandas` → `pq.write_table(compression='zstd')` into a
 `BufferOutputStream` → bytes to the file (for blobs: `download_blob().readinto(BytesIO)` … `upload_blob(bytes)`);
 **pyarrow** is `pq.write_table(pq.read_table(src), dst, compression='zstd')`; **polars** is
 `pl.read_parquet(src).write_parquet(dst, compression='zstd')`; **duckdb** is
 `COPY (SELECT * FROM 'src') TO 'dst' (FORMAT PARQUET, COMPRESSION ZSTD)`. The peers use their library's default
-zstd level; the app its own (see the level sweep)."""
+zstd level; the app its own (see the level sweep).
+
+Where a re-encode target is missed, `bench/phases.py` runs the app's re-encode once more on that input with each
+phase wrapped to add up the CPU time of the thread running it (`time.thread_time`; py-spy is not in the venv and
+cProfile sees one thread): the encoding trial, encode, prove (decode the part again and compare), the reader-policy
+check and the append to the output. Decoding runs on Arrow's threads, so it is what the phases leave of the
+process's CPU. `CPU floor` is the process's CPU, start-up included, over the workers: no scheduling gets the wall
+below it on this machine."""
 
 INPUTS = {
     "mixed": "ids, timestamps, doubles, small ints, low- and high-cardinality strings, booleans, a nullable column",

@@ -110,6 +110,31 @@ def targets_table(targets: Sequence[Target]) -> tuple[Row, list[Row]]:
     return ["target", "measured", "verdict"], [[t.goal, t.measured, t.verdict] for t in targets]
 
 
+#: The phases of ``bench/phases.py``, in the order a part goes through them.
+PHASES = ("encoding trial", "decode (calling thread)", "decode on Arrow's threads, and the rest", "encode", "prove",
+          "policy check", "append (footer parse, copy)")
+
+
+def profiles(run: Run) -> tuple[Row, list[Row]]:
+    """Where re-encode's CPU went on each input with a missed target: the measured reason for the miss.
+
+    ``CPU floor`` is the whole process's CPU (start-up included) over the
+    workers: the wall no scheduling could beat on this many cores.
+    """
+    headers = ["input", "wall s", "CPU s", "start-up CPU s", "CPU floor s", "workers", "parts",
+               *(f"{phase} CPU s" for phase in PHASES), "counted memory MB", "peak RSS MB"]
+    rows = []
+    for name, profile in run.profiles.items():
+        phases = profile.get("phases", {})
+        cpu, startup, workers = float(profile["cpu_s"]), float(profile["startup_cpu_s"]), int(profile["workers"])
+        rows.append([name, _num(float(profile["wall_s"])), _num(cpu), _num(startup),
+                     _num((cpu + startup) / max(workers, 1)), str(workers), str(profile.get("row_groups", "?")),
+                     *(_num(float(phases.get(phase, math.nan))) for phase in PHASES),
+                     _num(float(profile.get("memory_peak") or math.nan) / 1e6, 0),
+                     _num(float(profile.get("rss_bytes", math.nan)) / 1e6, 0)])
+    return headers, rows
+
+
 def tables(run: Run, *, labels: bool) -> list[tuple[str, Row, list[Row]]]:
     """Every table of the run with its title, in reading order."""
     out: list[tuple[str, Row, list[Row]]] = []
@@ -124,6 +149,8 @@ def tables(run: Run, *, labels: bool) -> list[tuple[str, Row, list[Row]]]:
     if auto[1]:
         out.append(("What auto chose", *auto))
     out.append(("Targets", *targets_table(judge(run))))
+    if run.profiles:
+        out.append(("Where re-encode's CPU goes where a target is missed (bench/phases.py)", *profiles(run)))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.local import Samples
 from bench.measure import Summary, summarise
@@ -49,6 +50,8 @@ class Run:
     notes: list[str] = field(default_factory=list)
     total_s: float = math.nan
     interference: str = ""
+    #: Per input, where a re-encode's CPU went (``bench/phases.py``), for inputs with a missed target.
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 METRICS = ("wall_s", "rss_bytes", "out_bytes")

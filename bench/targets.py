@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.results import Run, best_peer, metric
-from bench.ways import APP, EXACT, EXACT_PAGES, TARGET_PEERS
+from bench.results import Run, Section, best_peer, metric
+from bench.ways import APP, EXACT, EXACT_PAGES, REENCODE, REENCODE_MODERN, TARGET_PEERS
 
 MAIN_INPUT = "mixed"
 LARGE_INPUT = "mixed_large"
@@ -23,6 +23,13 @@ MEMORY_CEILING = 512 * MIB
 LOCAL_TARGETS = ((EXACT, "wall_s", 0.6), (EXACT, "rss_bytes", 0.3), (EXACT_PAGES, "wall_s", 0.45))
 #: Peak RSS counts as flat in input size within this share of the small input's.
 FLAT_WITHIN = 0.10
+#: Issue 8, re-encode in parallel parts: wall at most this × the fastest peer, on these inputs.
+REENCODE_WALL = (("mixed", 0.9), ("wide", 0.9), ("strings", 0.9), ("nested", 0.9))
+#: Output bytes at most × the smallest peer's: under the default reader policy on every input, and under
+#: ``modern`` 0.85 on mixed, 1.0 on the others.
+REENCODE_BYTES, MODERN_BYTES = 1.0, {"mixed": 0.85}
+#: Peak RSS at most × the lowest peer's.
+REENCODE_RSS = (("mixed", 0.5), ("wide", 0.8), ("nested", 0.8))
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ class Target:
     goal: str
     measured: str
     holds: bool | None
+    #: The input a re-encode target is about, so a miss can be profiled on it (see ``bench/phases.py``).
+    subject: str = ""
 
     @property
     def verdict(self) -> str:
@@ -45,8 +54,42 @@ def _judge(goal: str, value: float, limit: float, text: str) -> Target:
 
 
 def judge(run: Run) -> list[Target]:
-    """Every target of the performance issue, in its order."""
-    return [*_local(run), *_blob(run), *_flat_memory(run)]
+    """Every target of the performance issues, in their order: exact mode's, then re-encode's (issue 8)."""
+    return [*_local(run), *_reencode(run), *_blob(run), *_flat_memory(run)]
+
+
+def _reencode(run: Run) -> list[Target]:
+    """Issue 8: re-encode's wall, bytes (default and ``modern`` policy) and peak RSS against the peers."""
+    section = run.sections.get("local")
+    if section is None:
+        return [Target("re-encode targets", "local comparison not run", None)]
+    out = [_against_peers(section, name, REENCODE, "wall_s", limit) for name, limit in REENCODE_WALL]
+    out += [_against_peers(section, name, REENCODE, "out_bytes", REENCODE_BYTES) for name in section.inputs]
+    out += [_against_peers(section, name, REENCODE_MODERN, "out_bytes", MODERN_BYTES.get(name, 1.0))
+            for name in section.inputs]
+    out += [_against_peers(section, name, REENCODE, "rss_bytes", limit) for name, limit in REENCODE_RSS]
+    return out
+
+
+_WORDS = {"wall_s": ("wall", "fastest", "s", 1.0, 2), "out_bytes": ("output bytes", "smallest", "MB", 1e6, 1),
+          "rss_bytes": ("peak RSS", "lowest", "MB", 1e6, 0)}
+
+
+def _against_peers(section: Section, name: str, way: str, measure: str, limit: float) -> Target:
+    """``way``'s median of ``measure`` on input ``name`` at most ``limit`` × the best of pyarrow/polars/DuckDB."""
+    what, best_word, unit, scale, digits = _WORDS[measure]
+    value, best = metric(section.get(name, way), measure), best_peer(section, name, measure, TARGET_PEERS)
+    goal = f"{way}: {what} ≤ {limit} × {best_word} of pyarrow/polars/DuckDB on {name}"
+    if math.isnan(value) or math.isnan(best):
+        return Target(goal, "not measured in this run", None, name)
+    judged = _judge(goal, value, limit * best,
+                    f"{value / scale:.{digits}f} {unit} vs {best / scale:.{digits}f} {unit} ({value / best:.2f}×)")
+    return Target(judged.goal, judged.measured, judged.holds, name)
+
+
+def missed_inputs(targets: list[Target]) -> list[str]:
+    """The inputs with a missed re-encode target, each once, in order: the ones to profile."""
+    return list(dict.fromkeys(t.subject for t in targets if t.subject and t.holds is False))
 
 
 def _local(run: Run) -> list[Target]:

@@ -26,14 +26,17 @@ from bench import PEERS, ROOT, WORK
 
 APP = "app"
 EXACT, EXACT_PAGES, REENCODE = "app-exact", "app-exact-pages", "app-reencode"
+#: Re-encode under the ``modern`` reader profile (BYTE_STREAM_SPLIT and DELTA_* allowed): its size target.
+REENCODE_MODERN = "app-reencode-modern"
 #: Every way of running the app, in the order they are reported: auto first, then each engine.
-APP_WAYS = (APP, EXACT, EXACT_PAGES, REENCODE)
+APP_WAYS = (APP, EXACT, EXACT_PAGES, REENCODE, REENCODE_MODERN)
 #: What each app way passes to the CLI, beyond SRC, DST and the level.
 APP_FLAGS: dict[str, tuple[str, ...]] = {
     APP: (),
     EXACT: ("--mode", "exact"),
     EXACT_PAGES: ("--mode", "exact", "--verify", "pages"),
     REENCODE: ("--mode", "reencode"),
+    REENCODE_MODERN: ("--mode", "reencode", "--readers", "modern"),
 }
 #: The peers the local targets are measured against (the notes' way is a baseline, not a target).
 TARGET_PEERS = ("pyarrow", "polars", "duckdb")
@@ -107,7 +110,7 @@ def peer(name: str, label: str, script: str, env: Mapping[str, str] | None = Non
 
 
 def local_ways(app_root: Path = ROOT) -> list[Way]:
-    """Everything compared on local files: the app's four ways, the notes' way and the three libraries."""
+    """Everything compared on local files: the app's five ways, the notes' way and the three libraries."""
     return [
         *(app(root=app_root, kind=kind) for kind in APP_WAYS),
         peer("notes", "notes' way (BytesIO, pandas)", "notes_local.py"),

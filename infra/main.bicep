@@ -76,6 +76,10 @@ param RECOMPRESS_UPLOAD_CONCURRENCY string = '4'
 param RECOMPRESS_DELETE_SOURCE string = 'false'
 @description('files processed at once per worker process; bounds memory under bursts')
 param RECOMPRESS_MAX_CONCURRENT_FILES string = '2'
+@description('re-encode: threads encoding and proving row groups at once, per file (1–16); the output\'s bytes are the same whatever it is')
+param RECOMPRESS_WORKERS string = ''
+@description('re-encode: bytes one file may hold in decoded rows, parts in flight, look-ahead and staged blocks; also caps an output row group\'s decoded size at a fifth of it. The default fits a 2 GB Flex Consumption instance: 2 files (`RECOMPRESS_MAX_CONCURRENT_FILES`) × 512 MiB = 1.07 GB, the Functions host ~0.3 GB and the Python worker with pyarrow ~0.15 GB leave ~0.5 GB for what no budget counts (Arrow\'s read buffers, allocator slack)')
+param RECOMPRESS_MEMORY_BUDGET string = '512MiB'
 @description('larger inputs are quarantined unread')
 param RECOMPRESS_MAX_BLOB_SIZE string = '50GiB'
 @description('leaf columns a file may have')
@@ -176,6 +180,14 @@ var recompressSettings = [
   {
     name: 'RECOMPRESS_MAX_CONCURRENT_FILES'
     value: RECOMPRESS_MAX_CONCURRENT_FILES
+  }
+  {
+    name: 'RECOMPRESS_WORKERS'
+    value: RECOMPRESS_WORKERS
+  }
+  {
+    name: 'RECOMPRESS_MEMORY_BUDGET'
+    value: RECOMPRESS_MEMORY_BUDGET
   }
   {
     name: 'RECOMPRESS_MAX_BLOB_SIZE'

@@ -69,7 +69,8 @@ def run(source_file: Any, source_name: str, size: int, etag: str | None, sink: S
         raise
     report = Report(source_name, output_name, ran.outcome.rows_written, size, counted.tell(),
                     round((time.perf_counter() - started) * 1000), ran.level, mode=ran.outcome.mode,
-                    mode_reason=ran.choice.reason, proof=ran.outcome.proof, readers=settings.readers)
+                    mode_reason=ran.choice.reason, proof=ran.outcome.proof, readers=settings.readers,
+                    memory_peak=ran.outcome.memory_peak, memory_budget=ran.outcome.memory_budget)
     log.info(report.line())
     return report
 
@@ -83,7 +84,8 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
         parquet = reencode.open_parquet(source, name)
         check_footer(parquet, settings.limits, name)  # before the plan builds anything from the schema
         choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
-                             row_group_size=settings.row_group_size, name=name, footer=footer)
+                             row_group_size=settings.row_group_size, name=name, footer=footer,
+                             memory_budget=settings.memory_budget)
     advance = None
     if progress is not None:
         progress.start(parquet.metadata.num_rows)
@@ -93,16 +95,24 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
     level = settings.zstd_level or reencode.DEFAULT_LEVEL
     options = reencode.Options(level=level, row_group_size=settings.row_group_size, columns=settings.columns,
                                transform=transform, limits=settings.limits, tune_encodings=settings.tune_encodings,
-                               readers=settings.readers)
+                               readers=settings.readers, workers=settings.worker_threads,
+                               memory_budget=settings.memory_budget, staged_bytes=staged_bytes(sink.sink))
     try:
         with telemetry.step("recompress", {telemetry.ATTR_MODE: "reencode"}):
-            return _Ran(reencode.recompress(source, sink, options, name=name, progress=advance), choice, level)
+            outcome = reencode.recompress(source, sink, options, name=name, progress=advance, input_footer=footer,
+                                          metadata=parquet.metadata)
+            return _Ran(outcome, choice, level)
     except PartMismatchError as exc:
         if settings.mode != "auto" or not sink.restart():
             raise
         log.warning("%s; retrying in exact mode", exc.log_detail())
         fallback = plan.Choice("exact", f"exact: re-encode failed its proof ({exc.problem})")
         return _exact(source, name, sink, settings, fallback, None)
+
+
+def staged_bytes(sink: Any) -> int:
+    """The most bytes a sink holds before they are stored (a blob sink's blocks in flight); 0 for others."""
+    return int(getattr(sink, "staged_bytes_limit", 0))
 
 
 def _footer(source: Any, name: str) -> ft.FileMeta:

@@ -53,7 +53,8 @@ class Choice:
 
 def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str, ...] | None = None,
            transform: BatchTransform | None = None, row_group_size: int = reencode.Options.row_group_size,
-           name: str = "input", footer: ft.FileMeta) -> Choice:
+           name: str = "input", footer: ft.FileMeta,
+           memory_budget: int = reencode.Options.memory_budget) -> Choice:
     """Decide how to rewrite ``parquet``; see the module docstring for the rule."""
     changes = bool(columns) or transform is not None
     if requested == "exact":
@@ -67,19 +68,22 @@ def choose(parquet: pq.ParquetFile, requested: Requested, *, columns: tuple[str,
     obstacle = why_not_identical(parquet) or what_reencode_drops(footer)
     if obstacle is not None:
         return Choice("exact", f"exact: {obstacle}")
-    groups, target = parquet.metadata.num_row_groups, coalesced_groups(parquet.metadata, row_group_size)
+    groups = parquet.metadata.num_row_groups
+    largest = max(reencode.decode_bytes(footer), default=0)
+    target = coalesced_groups(parquet.metadata, row_group_size, reencode.group_bytes(memory_budget, largest))
     shape = "" if target == groups else f"; {'coalesces' if target < groups else 'splits'} {groups} row groups " \
                                         f"into {target}"
     return Choice("reencode", f"reencode: provably identical, encodings chosen per column{shape}")
 
 
-def coalesced_groups(meta: pq.FileMetaData, row_group_size: int) -> int:
+def coalesced_groups(meta: pq.FileMetaData, row_group_size: int,
+                     group_bytes: int = reencode.ROW_GROUP_BYTES) -> int:
     """How many row groups re-encode would write: full by rows, or by decoded bytes for wide rows."""
     if meta.num_rows == 0:
         return 0
     total_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     by_rows = math.ceil(meta.num_rows / max(row_group_size, 1))
-    by_bytes = math.ceil(total_bytes / reencode.ROW_GROUP_BYTES)
+    by_bytes = math.ceil(total_bytes / group_bytes)
     return int(max(by_rows, by_bytes, 1))
 
 

@@ -28,6 +28,9 @@ class Outcome:
     rows_read: int
     rows_written: int
     row_groups_written: int
+    #: Re-encode only: the most bytes its stages held at once, and the budget they were held to.
+    memory_peak: int | None = None
+    memory_budget: int | None = None
 
 
 def check_group_rows(name: str, group: int, declared: int, read: int, what: str = "decoded") -> None:

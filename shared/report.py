@@ -45,6 +45,10 @@ class Report:
     #: The reader policy that bounded a re-encode (RECOMPRESS_READERS); exact mode keeps every
     #: encoding, so its output meets the ``input`` policy whatever this says.
     readers: str | None = None
+    #: Re-encode only: the most bytes of RECOMPRESS_MEMORY_BUDGET the run held at once (decoded batches,
+    #: rows gathering, parts in flight, staged blocks), and that budget.
+    memory_peak: int | None = None
+    memory_budget: int | None = None
 
     @property
     def ratio(self) -> float:
@@ -70,6 +74,8 @@ class Report:
             how += f", {self.proof} proof"
         if self.readers:
             how += f", readers {self.readers}"
+        if self.memory_peak is not None and self.memory_budget:
+            how += f", memory {human_bytes(self.memory_peak)} of {human_bytes(self.memory_budget)}"
         return (f"{self.source}: {self.rows} rows, {human_bytes(self.bytes_in)} → {human_bytes(self.bytes_out)} "
                 f"({change(self.bytes_in, self.bytes_out)}){how}, {self.ms} ms")
 

@@ -44,6 +44,11 @@ _UNITS = {
     "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
     "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
 }
+#: Most threads one file's re-encode may use; more only add memory in flight and contention.
+MAX_WORKERS = 16
+#: Default RECOMPRESS_MEMORY_BUDGET, per file; the arithmetic is in the setting's doc below. The worker's
+#: ~0.15 GB is the whole peak RSS of an exact run on the bench (pyarrow and the Azure SDK loaded).
+DEFAULT_MEMORY_BUDGET = 512 * 1024**2
 _CONTAINER = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")  # queue names follow the same rules
 _TABLE = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 
@@ -184,6 +189,15 @@ def _queue(raw: str, subject: str) -> str:
     return value
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it), at most MAX_WORKERS."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_WORKERS))
+
+
 def _setting(default: Any, parse: Parser, doc: str, *, shown: str | None = None) -> Any:
     """Declare one ``RECOMPRESS_<FIELD>`` setting: its default, parser and one-line meaning."""
     return field(default=default, metadata={"parse": parse, "doc": doc, "shown": shown})
@@ -285,6 +299,17 @@ class Settings:
         False, _flag, "opt-in: delete the input after its output is published (only if unchanged since)")
     max_concurrent_files: int = _setting(
         2, _integer(1, 256), "files processed at once per worker process; bounds memory under bursts")
+    workers: int | None = _setting(
+        None, _integer(1, MAX_WORKERS),
+        f"re-encode: threads encoding and proving row groups at once, per file (1–{MAX_WORKERS}); the output's "
+        "bytes are the same whatever it is", shown="usable cores")
+    memory_budget: int = _setting(
+        DEFAULT_MEMORY_BUDGET, _size(16 * 1024**2, 2**40),
+        "re-encode: bytes one file may hold in decoded rows, parts in flight, look-ahead and staged blocks; "
+        "also caps an output row group's decoded size at a fifth of it. The default fits a 2 GB Flex "
+        "Consumption instance: 2 files (`RECOMPRESS_MAX_CONCURRENT_FILES`) × 512 MiB = 1.07 GB, the Functions "
+        "host ~0.3 GB and the Python worker with pyarrow ~0.15 GB leave ~0.5 GB for what no budget counts "
+        "(Arrow's read buffers, allocator slack)")
     max_blob_size: int = _setting(50 * 1024**3, _size(), "larger inputs are quarantined unread")
     max_columns: int = _setting(Limits.max_columns, _integer(1, 10**7), "leaf columns a file may have")
     max_nesting_depth: int = _setting(
@@ -340,6 +365,11 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with per-request choices applied (``None`` keeps the setting)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def worker_threads(self) -> int:
+        """``RECOMPRESS_WORKERS``, or the usable cores when it is unset."""
+        return self.workers if self.workers is not None else usable_cores()
 
     @property
     def limits(self) -> Limits:

@@ -512,12 +512,18 @@ class BlockBlobSink(io.RawIOBase):
         self._prefix = uuid.uuid4().hex
         self._blocks: list[BlobBlock] = []
         self._inflight: list[Future[None]] = []
+        self._slots_total = settings.upload_concurrency
         self._slots = threading.BoundedSemaphore(settings.upload_concurrency)
         self._pool = ThreadPoolExecutor(max_workers=settings.upload_concurrency, thread_name_prefix="stage")
         self.subject = label(client)
 
     def writable(self) -> bool:
         return True
+
+    @property
+    def staged_bytes_limit(self) -> int:
+        """The most output bytes held here at once: the block being filled and those uploading."""
+        return self._block_size * (self._slots_total + 1)
 
     def tell(self) -> int:
         return self._written

@@ -26,6 +26,7 @@ import pytest
 from shared import cli, reencode
 from shared.errors import InputError
 from shared.report import change, human_bytes
+from shared.settings import Settings
 from tests.helpers import (
     ROOT,
     SRC_ROWS,
@@ -66,7 +67,8 @@ def assert_recompressed(src: Path, dst: Path) -> None:
 REPORT_LINE = re.compile(r"^(?P<source>.+): (?P<rows>\d+) rows, "
                          r"(?P<bytes_in>[\d.]+ k?B) → (?P<bytes_out>[\d.]+ k?B) \((?P<change>[−+±]\d+ %)\)"
                          r", (?P<mode>exact|reencode) \((?P<reason>.+)\), (?P<proof>full|pages) proof, "
-                         r"readers (?P<readers>[a-z0-9.]+), \d+ ms$")
+                         r"readers (?P<readers>[a-z0-9.]+)"
+                         r"(?:, memory (?P<memory>[\d.]+ [kMG]?B) of (?P<budget>[\d.]+ [kMG]?B))?, \d+ ms$")
 
 
 # --------------------------------------------------------------------------- success, as a real process
@@ -90,6 +92,7 @@ def test_recompress_writes_dst_with_the_same_data_and_prints_one_report_line(src
     assert match["mode"] == "reencode"
     assert match["proof"] == "full"
     assert match["readers"] == "input"
+    assert match["budget"] == human_bytes(Settings().memory_budget), "re-encode says what it held of its budget"
     assert partial_files(dst.parent) == []
 
 

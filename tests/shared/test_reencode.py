@@ -13,6 +13,7 @@ import decimal
 import io
 import json
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,11 +27,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared import reencode as engine
+from shared.encodings import Plan
 from shared.errors import NotParquetError, OptionError, PartMismatchError, UnsupportedError, VerificationError
 from shared.parquet import footer, thrift
+from shared.parquet.assembly import Assembler
 from shared.pipeline import recompress_bytes
 from shared.reencode import DEFAULT_LEVEL
-from shared.report import Report
+from shared.report import Report, human_bytes
 from shared.settings import Settings
 from tests.helpers import assert_same_data, codec_of, parquet_bytes, sample_table
 
@@ -634,3 +637,185 @@ def test_list_and_map_groups_keep_their_names_in_the_schema_and_in_every_chunk_p
     assert paths == ["a.bag.element", "m.map.key", "m.map.value"]
     assert [".".join(leaf.path) for leaf in footer.leaves(meta.schema)[0]] == paths
     assert_same_data(data, output)
+
+
+# --------------------------------------------------------------------------- parts in parallel, stitched
+
+#: Writer options the engine's parts use, each case with the table it is tried on: (plan, page version, extra).
+_PART_CASES = {
+    "dictionary-v1": (Plan(), "1.0", {}),
+    "delta-v1": (Plan(["flag"], {"id": "DELTA_BINARY_PACKED", "name": "DELTA_BYTE_ARRAY",
+                                                  "x": "PLAIN", "text": "DELTA_LENGTH_BYTE_ARRAY"}), "1.0", {}),
+    "byte-stream-split-v2": (Plan(["id", "name", "flag", "text"], {"x": "BYTE_STREAM_SPLIT"}),
+                             "2.0", {}),
+    "dictionary-v2": (Plan(), "2.0", {}),
+    "page-index": (Plan(), "1.0", {"write_page_index": True}),
+    "no-statistics": (Plan(), "1.0", {"write_statistics": False}),
+}
+
+
+def _flat_table(rows: int) -> pa.Table:
+    rng = np.random.default_rng(8)
+    return pa.table({"id": pa.array(np.arange(rows), pa.int64()), "x": pa.array(rng.random(rows)),
+                     "name": pa.array([f"name-{i % 37}" for i in range(rows)]),
+                     "flag": pa.array(rng.integers(0, 2, rows).astype(bool)),
+                     "text": pa.array([None if i % 11 == 0 else f"t{i * 7919 % 1000}" for i in range(rows)])})
+
+
+def _nested_table(rows: int) -> pa.Table:
+    return pa.table({
+        "tags": pa.array([[f"t{i % 5}", f"u{i % 3}"] if i % 4 else None for i in range(rows)],
+                         pa.list_(pa.string())),
+        "point": pa.array([{"x": float(i), "label": f"p{i % 9}"} for i in range(rows)],
+                          pa.struct([("x", pa.float64()), ("label", pa.string())])),
+        "items": pa.array([[{"sku": f"s{i % 13}", "qty": i % 7}] * (i % 3) for i in range(rows)],
+                          pa.list_(pa.struct([("sku", pa.string()), ("qty", pa.int32())]))),
+        "attrs": pa.array([[("k", i)] if i % 2 else [] for i in range(rows)], pa.map_(pa.string(), pa.int64())),
+    })
+
+
+def _stitched_and_single(table: pa.Table, rows_per_part: int, options: dict[str, object]) -> tuple[bytes, bytes]:
+    """The table written as parts of ``rows_per_part`` rows stitched by the Assembler, and by one writer."""
+    out = io.BytesIO()
+    assembler = Assembler(out)
+    for start in range(0, table.num_rows, rows_per_part):
+        part = pa.BufferOutputStream()
+        pq.write_table(table.slice(start, rows_per_part), part, row_group_size=rows_per_part, **options)
+        assembler.append_part(part.getvalue())
+    assembler.finish()
+    single = pa.BufferOutputStream()
+    pq.write_table(table, single, row_group_size=rows_per_part, **options)
+    return out.getvalue(), single.getvalue().to_pybytes()
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    """A file's bytes before its footer (pages, page indexes), and its footer with chunk ``file_offset`` zeroed.
+
+    One writer puts 0 in the deprecated ColumnChunk.file_offset; the Assembler the chunk's start. Nothing
+    reads it, so it is the one field left out of the comparison.
+    """
+    parsed = footer.footer_from_bytes(data, "file")
+    for group in parsed.tree.get_structs(footer.FMD_ROW_GROUPS):
+        for chunk in group.get_structs(footer.RG_COLUMNS):
+            chunk.set(footer.CC_FILE_OFFSET, 0)
+    return data[:parsed.start], thrift.dumps(parsed.tree)
+
+
+@pytest.mark.parametrize("case", [*_PART_CASES, "nested"])
+def test_stitched_parts_are_one_writers_file_byte_for_byte_but_a_deprecated_offset(case: str) -> None:
+    plan, page_version, extra = _PART_CASES.get(case, _PART_CASES["dictionary-v1"])
+    table = _nested_table(3000) if case == "nested" else _flat_table(3000)
+    options = {**engine.part_options(1, engine.Layout(), plan, page_version), **extra}
+
+    stitched, single = _stitched_and_single(table, 1000, options)
+
+    assert _split(stitched) == _split(single)
+    assert read(stitched).equals(table)
+    assert pq.ParquetFile(pa.BufferReader(stitched)).schema.equals(pq.ParquetFile(pa.BufferReader(single)).schema)
+    meta = footer.footer_from_bytes(stitched, "stitched").meta
+    assert len(meta.row_groups) == 3
+    chunk = meta.row_groups[2].columns[0]
+    assert (chunk.column_index_offset is not None) == (case == "page-index"), "page index comes through, shifted"
+
+
+def test_the_engines_parts_are_written_with_part_options() -> None:
+    table = _flat_table(500)
+    plan, page_version, _ = _PART_CASES["delta-v1"]
+    single = pa.BufferOutputStream()
+    pq.write_table(table, single, row_group_size=500, **engine.part_options(3, engine.Layout(), plan, page_version))
+
+    part = engine.encode_part(table, 3, engine.Layout(), plan, page_version)
+
+    assert part.to_pybytes() == single.getvalue().to_pybytes()
+
+
+def _first_part_finishes_last(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the part holding row 0 wait until the part holding row 1000 is encoded; return the finish order."""
+    original = engine.encode_part
+    second_done = threading.Event()
+    finished: list[int] = []
+
+    def encode(table: pa.Table, *args: object) -> pa.Buffer:
+        first_id = table.column("id")[0].as_py() if table.num_rows else -1
+        if first_id == 0:
+            assert second_done.wait(timeout=60), "the second part never ran beside the first"
+        part = original(table, *args)  # type: ignore[arg-type]
+        finished.append(first_id)
+        if first_id == 1000:
+            second_done.set()
+        return part
+
+    monkeypatch.setattr(engine, "encode_part", encode)
+    return finished
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_the_same_input_gives_the_same_bytes_whatever_the_workers_and_the_order_parts_finish_in(
+        workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = parquet_bytes(_flat_table(8000), row_group_size=700)
+    alone = io.BytesIO()
+    engine.recompress(data, alone, engine.Options(level=1, row_group_size=1000, workers=1))
+    finished = _first_part_finishes_last(monkeypatch)
+    together = io.BytesIO()
+
+    outcome = engine.recompress(data, together, engine.Options(level=1, row_group_size=1000, workers=workers))
+
+    assert finished.index(1000) < finished.index(0), "parts finished out of order"
+    assert outcome.row_groups_written == 8
+    assert together.getvalue() == alone.getvalue()
+    assert_same_data(data, together.getvalue())
+
+
+def test_four_workers_write_what_one_does_on_a_nested_table() -> None:
+    data = parquet_bytes(_nested_table(6000), row_group_size=500)
+    outputs = []
+    for workers in (1, 2, 4):
+        sink = io.BytesIO()
+        engine.recompress(data, sink, engine.Options(level=1, row_group_size=1000, workers=workers))
+        outputs.append(sink.getvalue())
+
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert_same_data(data, outputs[0])
+
+
+def test_a_part_failing_its_proof_on_a_worker_fails_the_run_naming_that_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = engine.encode_part
+
+    def drop_a_row_of_the_third(table: pa.Table, *args: object) -> pa.Buffer:
+        if table.num_rows and table.column("id")[0].as_py() == 2000:
+            table = table.slice(1)
+        return original(table, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "encode_part", drop_a_row_of_the_third)
+    data = parquet_bytes(_flat_table(6000), row_group_size=1000)
+
+    with pytest.raises(PartMismatchError, match=r"output row group 2 decodes to 999 rows, expected 1000"):
+        engine.recompress(data, io.BytesIO(), engine.Options(level=1, row_group_size=1000, workers=4))
+
+
+def test_row_groups_end_by_the_memory_budget_in_bytes_not_by_rows() -> None:
+    wide = pa.table({f"c{i}": pa.array(np.arange(40_000, dtype=np.float64) + i) for i in range(100)})  # 32 MB
+    data = parquet_bytes(wide, row_group_size=2000)
+    budget = 64 * 1024**2
+    sink = io.BytesIO()
+
+    outcome = engine.recompress(data, sink, engine.Options(level=1, memory_budget=budget, workers=2))
+
+    limit = engine.group_bytes(budget, max(engine.decode_bytes(footer.footer_from_bytes(data, "in").meta)))
+    sizes = row_group_sizes(sink.getvalue())
+    assert limit < wide.nbytes // 4
+    assert outcome.row_groups_written == len(sizes) >= 4
+    assert max(sizes) * 100 * 8 <= limit + 2000 * 100 * 8, "a group ends within one input batch of the limit"
+    assert outcome.memory_peak is not None
+    assert 0 < outcome.memory_peak <= budget // 2, "what is counted is held to half the budget"
+    assert_same_data(data, sink.getvalue())
+
+
+def test_the_report_says_how_much_of_the_budget_the_run_held() -> None:
+    output, report = recompressed(parquet_bytes(sample_table(2000)), Settings(memory_budget=64 * 1024**2))
+
+    assert report.memory_budget == 64 * 1024**2
+    assert report.memory_peak is not None
+    assert 0 < report.memory_peak <= report.memory_budget
+    assert f"memory {human_bytes(report.memory_peak)} of 67.1 MB" in report.line()
+    assert_same_data(parquet_bytes(sample_table(2000)), output)

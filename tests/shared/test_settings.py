@@ -10,7 +10,16 @@ import pytest
 
 from shared import cli
 from shared.errors import ConfigError
-from shared.settings import PREFIX, Settings, describe, documented, env_name, example_values, markdown_table
+from shared.settings import (
+    MAX_WORKERS,
+    PREFIX,
+    Settings,
+    describe,
+    documented,
+    env_name,
+    example_values,
+    markdown_table,
+)
 
 
 def config_error(env: dict[str, str]) -> str:
@@ -49,6 +58,21 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.max_rows == 10**10
     assert settings.max_row_group_bytes == 2 * 1024**3
     assert settings.deadline_seconds == 540
+    assert settings.workers is None, "unset: the usable cores"
+    assert settings.memory_budget == 512 * 1024**2
+
+
+def test_unset_workers_are_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+
+    assert Settings().worker_threads == 3
+    assert Settings(workers=1).worker_threads == 1
+
+
+def test_unset_workers_are_bounded_however_many_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(200)), raising=False)
+
+    assert Settings().worker_threads == MAX_WORKERS
 
 
 def test_blank_values_mean_the_default() -> None:
@@ -123,6 +147,10 @@ def test_the_storage_connection_is_read_with_the_settings_and_never_shown() -> N
         pytest.param("MAX_ROWS", "1000000", "max_rows", 1_000_000, id="max-rows"),
         pytest.param("MAX_ROW_GROUP_BYTES", "512MiB", "max_row_group_bytes", 512 * 1024**2, id="max-row-group-bytes"),
         pytest.param("DEADLINE_SECONDS", "60", "deadline_seconds", 60, id="deadline-seconds"),
+        pytest.param("WORKERS", "1", "workers", 1, id="workers-1"),
+        pytest.param("WORKERS", "16", "workers", 16, id="workers-16"),
+        pytest.param("MEMORY_BUDGET", "256MiB", "memory_budget", 256 * 1024**2, id="memory-budget"),
+        pytest.param("MEMORY_BUDGET", "16MiB", "memory_budget", 16 * 1024**2, id="memory-budget-minimum"),
     ],
 )
 def test_each_setting_is_parsed(key: str, raw: str, field: str, expected: object) -> None:
@@ -180,6 +208,11 @@ def test_unrelated_settings_keep_their_defaults_when_one_is_set() -> None:
         pytest.param("MAX_ROW_GROUP_BYTES", "0", "must be from 1 to", id="max-row-group-bytes-0"),
         pytest.param("DEADLINE_SECONDS", "0", "must be from 1 to", id="deadline-0"),
         pytest.param("DEADLINE_SECONDS", "1.5", "must be a whole number", id="deadline-fraction"),
+        pytest.param("WORKERS", "0", "must be from 1 to 16, got 0", id="workers-0"),
+        pytest.param("WORKERS", "17", "must be from 1 to 16, got 17", id="workers-17"),
+        pytest.param("WORKERS", "two", "must be a whole number", id="workers-word"),
+        pytest.param("MEMORY_BUDGET", "8MiB", "must be from 16777216 to", id="memory-budget-too-small"),
+        pytest.param("MEMORY_BUDGET", "lots", "must be a size such as", id="memory-budget-word"),
         pytest.param("COLUMNS", "a,b,a", "names a column twice: 'a'", id="columns-duplicate"),
         pytest.param("COLUMNS", "a, b , b,a", "names a column twice: 'a', 'b'", id="columns-duplicates-after-trimming"),
     ],
