@@ -78,7 +78,7 @@ param RECOMPRESS_DELETE_SOURCE string = 'false'
 param RECOMPRESS_MAX_CONCURRENT_FILES string = '2'
 @description('re-encode: threads encoding and proving row groups at once, per file (1–16); the output\'s bytes are the same whatever it is')
 param RECOMPRESS_WORKERS string = ''
-@description('re-encode: bytes one file may hold in decoded rows, parts in flight, look-ahead and staged blocks; also caps an output row group\'s decoded size at a fifth of it. The default fits a 2 GB Flex Consumption instance: 2 files (`RECOMPRESS_MAX_CONCURRENT_FILES`) × 512 MiB = 1.07 GB, the Functions host ~0.3 GB and the Python worker with pyarrow ~0.15 GB leave ~0.5 GB for what no budget counts (Arrow\'s read buffers, allocator slack)')
+@description('re-encode: bytes one file may hold in decoded rows, parts in flight, look-ahead and staged blocks; also bounds an output row group\'s decoded size. The default fits a 2 GB Flex Consumption instance: 2 files (`RECOMPRESS_MAX_CONCURRENT_FILES`) × 512 MiB = 1.07 GB, the Functions host ~0.3 GB and the Python worker with pyarrow ~0.15 GB leave ~0.5 GB for what no budget counts (Arrow\'s read buffers, allocator slack)')
 param RECOMPRESS_MEMORY_BUDGET string = '512MiB'
 @description('larger inputs are quarantined unread')
 param RECOMPRESS_MAX_BLOB_SIZE string = '50GiB'

@@ -25,9 +25,12 @@ MIN_ENGINE_BUDGET = 16 * 1024**2
 #: The ledger counts the data a run holds (Arrow's ``nbytes`` of rows, a footer's sizes of stored and
 #: decompressed pages); around it Arrow works in memory the ledger cannot see: each column's reader and writer
 #: holds a page buffer, the proof's decoder its pages, jemalloc its not-yet-returned pages. Measured by peak
-#: RSS over a run's baseline, that came to about as much again (500 float/int/string columns: 213 MB of RSS
-#: for 105 MB counted; the nested test table 163 MB for 88 MB), so what is counted is held to half the budget.
-COUNTED_SHARE = 2
+#: RSS over a run's baseline, that came to a fixed part plus about as much again as what is counted: on the
+#: nested test table with two workers on an idle machine, 215 MiB of RSS for 67 MiB counted, 292 MiB for 94
+#: MiB and 363 MiB for 377 MiB (where little was left to overlap); 500 float/int/string columns 213 MB for 105
+#: MB. So RESERVE_BYTES of the budget are left to Arrow, and what is counted is held to 40 % of the rest.
+RESERVE_BYTES = 96 * 1024**2
+COUNTED_FRACTION = 0.4
 #: The decode look-ahead's share: enough batches that decoding never waits on a busy encoder for long.
 AHEAD_SHARE = 8
 #: Smallest decoded size an output row group is cut at, however little the budget leaves for groups.
@@ -61,8 +64,8 @@ class Shares:
 
     @classmethod
     def of(cls, budget: int) -> Shares:
-        """The shares of a RECOMPRESS_MEMORY_BUDGET: ``total`` is what the ledger may count (COUNTED_SHARE)."""
-        counted = max(budget // COUNTED_SHARE, MIN_ENGINE_BUDGET)
+        """The shares of a RECOMPRESS_MEMORY_BUDGET: ``total`` is what the ledger may count (COUNTED_FRACTION)."""
+        counted = max(int((budget - RESERVE_BYTES) * COUNTED_FRACTION), MIN_ENGINE_BUDGET)
         return cls(counted, counted // AHEAD_SHARE)
 
     def group_bytes(self, input_group: int) -> int:

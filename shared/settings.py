@@ -306,7 +306,7 @@ class Settings:
     memory_budget: int = _setting(
         DEFAULT_MEMORY_BUDGET, _size(16 * 1024**2, 2**40),
         "re-encode: bytes one file may hold in decoded rows, parts in flight, look-ahead and staged blocks; "
-        "also caps an output row group's decoded size at a fifth of it. The default fits a 2 GB Flex "
+        "also bounds an output row group's decoded size. The default fits a 2 GB Flex "
         "Consumption instance: 2 files (`RECOMPRESS_MAX_CONCURRENT_FILES`) × 512 MiB = 1.07 GB, the Functions "
         "host ~0.3 GB and the Python worker with pyarrow ~0.15 GB leave ~0.5 GB for what no budget counts "
         "(Arrow's read buffers, allocator slack)")

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.budget import FLAT_COST, MIN_GROUP_BYTES, NESTED_COST, Ledger, Shares, cost_factor
+from shared.budget import FLAT_COST, MIN_ENGINE_BUDGET, MIN_GROUP_BYTES, NESTED_COST, Ledger, Shares, cost_factor
 from tests.helpers import app_free_env, measure_peak
 
 MIB = 1024**2
@@ -75,11 +75,12 @@ def test_a_stopped_ledger_releases_its_waiter_with_false() -> None:
     assert answer == [False]
 
 
-def test_half_the_budget_is_counted_and_row_groups_are_a_share_of_it() -> None:
-    shares = Shares.of(512 * MIB)
+def test_two_fifths_of_the_budget_past_arrows_reserve_are_counted_and_row_groups_are_a_share_of_it() -> None:
+    shares = Shares.of(596 * MIB)
 
-    assert shares.total == 256 * MIB
-    assert shares.ahead == 32 * MIB
+    assert shares.total == 200 * MIB
+    assert shares.ahead == 25 * MIB
+    assert Shares.of(64 * MIB).total == MIN_ENGINE_BUDGET
     group = shares.group_bytes(input_group=40 * MIB)
     assert 2 * FLAT_COST * group + group + shares.ahead + 40 * MIB <= shares.total, "two flat parts fit in flight"
     assert shares.group_bytes(input_group=10**12) == MIN_GROUP_BYTES
@@ -153,7 +154,7 @@ def test_peak_rss_stays_within_the_memory_budget(make: Callable[[int], pa.Table]
     within, report = peak_over_baseline(big, tiny, BUDGET, tmp_path)
     unbounded, _ = peak_over_baseline(big, tiny, 16 * 1024 * MIB, tmp_path)
 
-    assert decoded > BUDGET // 2, "the table must not fit the budget's counted half whole"
+    assert decoded > BUDGET // 2, "the table must not fit the budget's counted share whole"
     assert unbounded > BUDGET, "with room for everything the run takes more than the budget, so the check can fail"
     assert within <= BUDGET, f"peak RSS {within / 1e6:.0f} MB over the baseline, budget {BUDGET / 1e6:.0f} MB"
     assert report["memory_budget"] == BUDGET
