@@ -187,6 +187,11 @@ def is_current(spec: Spec) -> bool:
     return meta.get(STAMP_KEY) == spec.stamp.encode()
 
 
+def by_name(name: str) -> Spec:
+    """An input by its name, the large one included."""
+    return LARGE if name == LARGE.name else SPECS[name]
+
+
 def ensure(spec: Spec, log: Callable[[str], None] = print) -> Path:
     """Generate ``spec``'s file unless a current one is already there; return its path."""
     if is_current(spec):
