@@ -6,6 +6,12 @@ benchmark's; measuring in-process or by polling would miss short peaks or
 count the harness. Output goes to files, not pipes, so a chatty child can
 never block on a full pipe and distort its timing.
 
+The child is started by a tiny launcher (Python without site, no imports
+beyond ``os``), which reports its own child's usage: a process's peak RSS as
+the kernel keeps it includes the memory of the process it was spawned from,
+before its exec, so children spawned straight from the benchmark (which holds
+pyarrow and pandas, 150 MB and more) could never show less than that.
+
 On a 2-core machine anything else that runs at the same time (another
 session's tests, say) takes a core from the child and skews wall time,
 worst for the peers that encode in parallel. So each run also records the
@@ -19,12 +25,23 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+#: Spawns argv[1:], waits, and writes the child's exit status, CPU and peak RSS as a last stderr line.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)\n"
+    "_, status, use = os.wait4(pid, 0)\n"
+    "sys.stderr.write('\\n@launcher %d %r %d\\n' % (os.waitstatus_to_exitcode(status),"
+    " use.ru_utime + use.ru_stime, use.ru_maxrss))\n"
+)
 
 #: A child running longer than this is killed and its sample marked failed.
 TIMEOUT_S = 1800.0
@@ -77,8 +94,8 @@ def run_child(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd:
         helpers_before = _helpers_cpu()
         busy_before = busy_cpu()
         started = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=dict(env) if env is not None else None, cwd=cwd)
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, *argv], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, env=dict(env) if env is not None else None, cwd=cwd)
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.start()
         try:
@@ -90,12 +107,23 @@ def run_child(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd:
         helpers = _helpers_cpu(proc.pid) - helpers_before
         proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it has been reaped
         err.seek(0)
-        stderr = err.read().decode(errors="replace")
+        stderr, code, cpu, rss_kib = _launched(err.read().decode(errors="replace"), proc.returncode, usage)
         out.seek(0)
         stdout = out.read(1024 * 1024).decode(errors="replace")
-    cpu = usage.ru_utime + usage.ru_stime
-    return Child(wall, cpu, usage.ru_maxrss * 1024, proc.returncode, stderr, max(0.0, busy - cpu - helpers),
-                 stdout)
+    return Child(wall, cpu, rss_kib * 1024, code, stderr, max(0.0, busy - cpu - helpers), stdout)
+
+
+def _launched(stderr: str, returncode: int, usage: Any) -> tuple[str, int, float, int]:
+    """The command's own stderr, exit status, CPU seconds and peak RSS (KiB), from the launcher's last line.
+
+    Without that line (the launcher itself failed, or was killed by the watchdog) the launcher's own
+    figures stand, and its status says what happened.
+    """
+    head, _, last = stderr.rstrip("\n").rpartition("\n")
+    if last.startswith("@launcher "):
+        code, cpu, rss = last.split()[1:4]
+        return head, int(code), float(cpu), int(rss)
+    return stderr, returncode, usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss)
 
 
 def busy_cpu() -> float:
