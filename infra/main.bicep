@@ -22,11 +22,12 @@ param location string
 @description('Object id of whoever runs azd up (azd fills it in): may upload inputs and read outputs. Empty grants nothing.')
 param principalId string = ''
 
-// Measured, not guessed: bench/results.md's highest peak RSS of the app is 686 MB (the
-// wide table, auto choosing re-encode; exact stays at 154 MB, and the --large check
-// shows it flat in file size). RECOMPRESS_MAX_CONCURRENT_FILES defaults to 2, so two
-// such files at once need about 1.4 GB besides the Functions host: 512 MB is too
-// small, 2048 MB leaves headroom, 4096 MB would double the price of every second.
+// Measured, not guessed: bench/results.md's highest peak RSS of the app is 433 MB (the
+// nested table with --mode reencode; exact stays at 103-151 MB, and the --large check
+// shows both modes nearly flat in file size), 183 MB blob to blob. With
+// RECOMPRESS_MAX_CONCURRENT_FILES=2, two such files need about 0.9 GB besides the
+// Functions host: 512 MB is too small, 2048 MB leaves headroom within
+// RECOMPRESS_MEMORY_BUDGET, 4096 MB would double the price of every second.
 @description('Instance memory in MB (Flex Consumption: 512, 2048 or 4096).')
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048
