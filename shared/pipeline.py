@@ -83,7 +83,7 @@ def _recompress(source: Any, name: str, sink: Counted, settings: Settings, progr
         footer = _footer(source, name)
         parquet = reencode.open_parquet(source, name)
         check_footer(parquet, settings.limits, name)  # before the plan builds anything from the schema
-        choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,  # type: ignore[arg-type]
+        choice = plan.choose(parquet, settings.mode, columns=settings.columns, transform=transform,
                              row_group_size=settings.row_group_size, name=name, footer=footer,
                              memory_budget=settings.memory_budget)
     advance = None
@@ -126,7 +126,7 @@ def _footer(source: Any, name: str) -> ft.FileMeta:
 def _exact(source: Any, name: str, sink: Counted, settings: Settings, choice: plan.Choice,
            advance: Callable[[int], None] | None) -> _Ran:
     level = settings.zstd_level or exact.DEFAULT_LEVEL
-    options = exact.ExactOptions(level=level, verify=settings.verify, limits=settings.limits)  # type: ignore[arg-type]
+    options = exact.ExactOptions(level=level, verify=settings.verify, limits=settings.limits)
     with telemetry.step("recompress", {telemetry.ATTR_MODE: "exact"}):
         return _Ran(exact.recompress(source, sink, options, name=name, progress=advance), choice, level)
 

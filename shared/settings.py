@@ -36,6 +36,7 @@ MIN_LEVEL, MAX_LEVEL = 1, 22
 MODES = ("auto", "exact", "reencode")
 PROOFS = ("full", "pages")
 Mode = Literal["auto", "exact", "reencode"]
+Proof = Literal["full", "pages"]
 
 _SIZE = re.compile(r"^\s*([0-9]+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {
@@ -264,11 +265,11 @@ class Settings:
     output_container: str = _setting("output", _container, "container outputs are written to, same relative name")
     quarantine_container: str = _setting(
         "quarantine", _container, "where hopeless inputs are copied, with an error report")
-    mode: str = _setting(
+    mode: Mode = _setting(
         "auto", parse_choice(MODES),
         "`exact` recompresses pages and keeps everything else; `reencode` decodes and re-encodes "
         "(needed for `columns` and a transform); `auto` re-encodes only where that is provably identical")
-    verify: str = _setting(
+    verify: Proof = _setting(
         "full", parse_choice(PROOFS),
         "`full` decodes every value before publishing; `pages` (exact mode only) checks page bytes, "
         "footer and row counts without decoding")
